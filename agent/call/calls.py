@@ -1,0 +1,259 @@
+"""Test calls: the agent's peers, their observers, and the call's report entry.
+
+A :class:`Call` owns an agent :class:`~agent.stack.peer.Peer` and a
+:class:`~agent.observe.observer.PeerObserver` for each side the agent plays.
+:class:`LoopbackCall` plays both sides in one process over real loopback UDP:
+each peer has its own ICE agent bound to its own loopback address, its own
+certificate and DTLS association, and the media crosses the kernel's UDP stack;
+only the signalling is in-process (the SDP text a signalling server would carry).
+Calls with a remote peer (WHIP) play one side and leave the other to the remote.
+
+Every call produces its JSON report entry (schema: ``docs/report.md``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from agent.errors import CallError
+from agent.observe.correlate import build_timeline
+from agent.observe.model import EventType, Side, Thresholds
+from agent.observe.observer import MediaSettings, PeerObserver
+from agent.report.writer import iso_timestamp
+from agent.stack.ice import SelectedPair
+from agent.stack.peer import Peer, PeerConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SideConfig:
+    address: str
+
+
+@dataclass
+class CallConfig:
+    """Everything a loopback call needs; the scenario layer fills it in."""
+
+    call_id: str
+    caller: SideConfig = field(default_factory=lambda: SideConfig("127.0.0.1"))
+    callee: SideConfig = field(default_factory=lambda: SideConfig("127.0.0.2"))
+    audio: bool = True
+    packet_ms: int = 20
+    decode: bool = False
+    media: MediaSettings = field(default_factory=MediaSettings)
+    thresholds: dict[str, Thresholds] = field(default_factory=dict)
+    connect_timeout_s: float = 10.0
+    seed: int = 0
+
+
+class CallClock:
+    """Milliseconds since the call started, from a monotonic source."""
+
+    def __init__(self, source: Callable[[], float] = time.monotonic) -> None:
+        self._source = source
+        self._t0 = source()
+
+    def __call__(self) -> float:
+        return (self._source() - self._t0) * 1000.0
+
+
+class Call:
+    """The agent's side(s) of one test call; implements the scenario StepTarget."""
+
+    mode = "call"
+    local_side = Side.CALLER
+
+    def __init__(
+        self,
+        config: CallConfig,
+        clock: CallClock | None = None,
+        *,
+        agent_sides: tuple[Side, ...] = (Side.CALLER, Side.CALLEE),
+    ) -> None:
+        self.config = config
+        self.clock = clock or CallClock()
+        self.started_at = datetime.now(UTC)
+        rng = random.Random(config.seed)
+        self.observers = {
+            side: PeerObserver(side, self.clock, config.media) for side in agent_sides
+        }
+        sides = {Side.CALLER: config.caller, Side.CALLEE: config.callee}
+        self.peers = {
+            side: Peer(
+                PeerConfig(
+                    host_addresses=[sides[side].address],
+                    audio=config.audio,
+                    packet_ms=config.packet_ms,
+                    decode=config.decode,
+                    rng=random.Random(rng.getrandbits(64)),
+                ),
+                self.observers[side],
+                self.clock,
+                name=f"{config.call_id}/{side}",
+            )
+            for side in agent_sides
+        }
+        self.setup_ms: float | None = None
+        self.error: str | None = None
+        self.hung_up_by: Side | None = None
+        self.ended = asyncio.Event()
+        self._watchers: list[asyncio.Task[None]] = []
+        self._end_snapshot: dict[Side, tuple[str, SelectedPair | None]] = {}
+
+    # -- lifecycle --------------------------------------------------------
+    async def wait_connected(self) -> None:
+        """Wait until every agent side is connected; then watch for the end."""
+        timeout = self.config.connect_timeout_s
+        await asyncio.gather(*(p.wait_connected(timeout) for p in self.peers.values()))
+        self.setup_ms = max(o.connected_at_ms or 0.0 for o in self.observers.values())
+        for side, peer in self.peers.items():
+            self._watchers.append(asyncio.create_task(self._watch(side, peer)))
+
+    async def _watch(self, side: Side, peer: Peer) -> None:
+        await peer.ended.wait()
+        self.ended.set()
+
+    async def close(self) -> None:
+        # What the report shows is the call as it was when the scenario ended,
+        # not after our own teardown.
+        self._end_snapshot = {
+            side: (str(peer.state), peer.selected_pair)
+            for side, peer in self.peers.items()
+        }
+        for task in self._watchers:
+            task.cancel()
+        for peer in self.peers.values():
+            try:
+                await asyncio.wait_for(peer.close(), timeout=5)
+            except (TimeoutError, ConnectionError) as exc:
+                logger.warning("%s: close did not finish cleanly: %s", peer.name, exc)
+        for observer in self.observers.values():
+            observer.finish()
+
+    # -- StepTarget -------------------------------------------------------
+    async def hangup(self, side: Side) -> None:
+        self.hung_up_by = side
+        self.note(side, "hangup")
+        await self.peers[side].close()
+
+    def observer(self, side: Side | None) -> PeerObserver:
+        """The observer for ``side``; the local one if the agent is not ``side``."""
+        return (
+            self.observers.get(side or self.local_side)
+            or self.observers[self.local_side]
+        )
+
+    def note(self, side: Side | None, text: str) -> None:
+        self.observer(side).record(EventType.NOTE, text=text)
+
+    def record_step(self, side: Side | None, do: str, params: dict[str, Any]) -> None:
+        self.observer(side).record(
+            EventType.STEP, do=do, target=None if side is None else str(side), **params
+        )
+
+    # -- result -----------------------------------------------------------
+    def final_state(self) -> str:
+        state = self.peers[self.local_side].state
+        if self.setup_ms is None:
+            return "never_connected"
+        return str(state)
+
+    def result(self, *, duration_ms: float) -> dict[str, Any]:
+        """This call's entry in the JSON report (docs/report.md)."""
+        thresholds = self.config.thresholds
+        timeline = build_timeline(*(o.events for o in self.observers.values()))
+        sides: dict[str, Any] = {}
+        for side, side_observer in self.observers.items():
+            peer = self.peers[side]
+            state, pair = self._end_snapshot.get(
+                side, (str(peer.state), peer.selected_pair)
+            )
+            sides[str(side)] = {
+                "metrics": side_observer.metrics(thresholds),
+                "address": peer.config.host_addresses[0],
+                "selected_pair": None if pair is None else pair.to_dict(),
+                "final_state": state,
+                "certificate": certificate_info(peer),
+                "packets_sent": 0 if peer.sender is None else peer.sender.packets_sent,
+                "frames_decoded": (
+                    None
+                    if peer.receiver is None or not self.config.decode
+                    else peer.receiver.frames_decoded
+                ),
+            }
+        media: dict[str, Any] = {}
+        for receiver_side in Side:
+            direction = f"{receiver_side.other}_to_{receiver_side}"
+            sender_peer = self.peers.get(receiver_side.other)
+            entry: dict[str, Any] = {
+                "packets_sent": (
+                    None
+                    if sender_peer is None
+                    else 0
+                    if sender_peer.sender is None
+                    else sender_peer.sender.packets_sent
+                )
+            }
+            observer: PeerObserver | None = self.observers.get(receiver_side)
+            stats = None if observer is None else observer.media_stats()
+            if observer is None:
+                # The remote receives this direction; we cannot see its arrivals.
+                entry.update(observed=False)
+            elif stats is None:
+                entry.update(packets_received=0, packets_lost=None, max_gap_ms=None)
+            else:
+                entry.update(stats.to_dict())
+            media[direction] = entry
+        return {
+            "id": self.config.call_id,
+            "mode": self.mode,
+            "local_side": str(self.local_side),
+            "seed": self.config.seed,
+            "started_at": iso_timestamp(self.started_at),
+            "duration_ms": round(duration_ms, 1),
+            "setup_ms": None if self.setup_ms is None else round(self.setup_ms, 1),
+            "connected": self.setup_ms is not None,
+            "final_state": self.final_state(),
+            "ended_early": self.ended.is_set() and self.hung_up_by is None,
+            "hung_up_by": None if self.hung_up_by is None else str(self.hung_up_by),
+            "error": self.error,
+            "metrics": sides[str(self.local_side)]["metrics"],
+            "sides": sides,
+            "media": media,
+            "events": [e.to_dict() for e in timeline],
+        }
+
+
+def certificate_info(peer: Peer) -> dict[str, Any]:
+    cert = peer.certificate
+    fingerprint = next(
+        (f.value for f in cert.getFingerprints() if f.algorithm == "sha-256"), None
+    )
+    return {
+        "fingerprint_sha256": fingerprint,
+        "not_after": iso_timestamp(cert.expires),
+    }
+
+
+class LoopbackCall(Call):
+    """Two agent peers calling each other over loopback, signalling in-process."""
+
+    mode = "loopback"
+
+    async def connect(self) -> None:
+        """Offer/answer in-process, then wait until both sides are connected."""
+        caller, callee = self.peers[Side.CALLER], self.peers[Side.CALLEE]
+        try:
+            answer = await callee.accept_offer(await caller.create_offer())
+            await caller.accept_answer(answer)
+        except OSError as exc:
+            raise CallError(f"cannot bind on loopback: {exc}") from exc
+        await self.wait_connected()

@@ -1,0 +1,109 @@
+"""Cause attribution and media-gap attribution over a finished timeline.
+
+Pure functions over :class:`~agent.observe.model.Event` lists, so every rule here
+is unit-tested without sockets.
+
+Rules (DESIGN.md):
+
+* A DTLS rehandshake that starts within ``window_ms`` after an ICE restart seen by
+  the same side is *triggered by ICE, not DTLS itself*: it gets
+  ``detail.triggered_by = "ice_restart"``, ``detail.correlated_with`` (the
+  restart's start time and generation), and — unless it already has a more
+  specific cause — the restart's cause.
+* Each ICE restart and DTLS rehandshake carries the media gap seen by each
+  receiver around it: the longest recorded ``media_gap`` per direction that
+  overlaps ``[start, start + duration + slack_ms]``. Gaps shorter than the gap
+  threshold are not recorded, so ``0`` means "below the threshold".
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from agent.observe.model import Event, EventType
+
+#: Default window in which a rehandshake is attributed to a preceding restart.
+CORRELATION_WINDOW_MS = 5000.0
+#: Media resumes a little after the signalling says "done"; look that far past.
+GAP_SLACK_MS = 1500.0
+DIRECTIONS = ("caller_to_callee", "callee_to_caller")
+
+
+def attribute_rehandshakes(
+    events: Sequence[Event], window_ms: float = CORRELATION_WINDOW_MS
+) -> list[Event]:
+    """Return the events with rehandshakes attributed to preceding restarts."""
+    restarts = [e for e in events if e.type is EventType.ICE_RESTART]
+    out: list[Event] = []
+    for event in events:
+        if event.type is EventType.DTLS_REHANDSHAKE:
+            trigger = _latest_restart_before(event, restarts, window_ms)
+            if trigger is not None:
+                detail = dict(event.detail)
+                detail["triggered_by"] = "ice_restart"
+                detail["correlated_with"] = {
+                    "type": "ice_restart",
+                    "t_ms": round(trigger.t_ms, 1),
+                    "generation": trigger.detail.get("generation"),
+                }
+                cause = event.cause or trigger.cause or "ice_restart"
+                event = dataclasses.replace(event, cause=cause, detail=detail)
+        out.append(event)
+    return out
+
+
+def _latest_restart_before(
+    event: Event, restarts: Iterable[Event], window_ms: float
+) -> Event | None:
+    best: Event | None = None
+    for restart in restarts:
+        if restart.side is not event.side:
+            continue
+        if 0 <= event.t_ms - restart.t_ms <= window_ms and (
+            best is None or restart.t_ms > best.t_ms
+        ):
+            best = restart
+    return best
+
+
+def attach_media_gaps(
+    events: Sequence[Event], slack_ms: float = GAP_SLACK_MS
+) -> list[Event]:
+    """Give every restart/rehandshake the longest gap per direction around it."""
+    gaps = [e for e in events if e.type is EventType.MEDIA_GAP]
+    out: list[Event] = []
+    for event in events:
+        if event.type in (EventType.ICE_RESTART, EventType.DTLS_REHANDSHAKE):
+            start = event.t_ms
+            end = start + float(event.detail.get("duration_ms") or 0.0) + slack_ms
+            per_direction: dict[str, Any] = {}
+            for direction in DIRECTIONS:
+                lengths = [
+                    float(g.detail.get("length_ms", 0.0))
+                    for g in gaps
+                    if g.detail.get("direction") == direction
+                    and _overlaps(
+                        g.t_ms,
+                        g.t_ms + float(g.detail.get("length_ms", 0.0)),
+                        start,
+                        end,
+                    )
+                ]
+                per_direction[direction] = round(max(lengths, default=0.0), 1)
+            event = dataclasses.replace(
+                event, detail={**event.detail, "media_gap_ms": per_direction}
+            )
+        out.append(event)
+    return out
+
+
+def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
+    return a0 <= b1 and b0 <= a1
+
+
+def build_timeline(*sides: Sequence[Event]) -> list[Event]:
+    """Merge the sides' events in time order and apply both attributions."""
+    merged = sorted((e for side in sides for e in side), key=lambda e: e.t_ms)
+    return attach_media_gaps(attribute_rehandshakes(merged))

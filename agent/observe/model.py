@@ -1,0 +1,161 @@
+"""The observation vocabulary shared by every layer: sides, events, metric levels.
+
+Theory of operation
+-------------------
+Each peer of a call has one observer. An observer turns what the peer's ICE
+gatherer, ICE transport, DTLS transport, wire tap and media receiver did into
+:class:`Event` records on a timeline (``t_ms`` from the start of the call, taken
+from an injectable clock). Metrics are *derived* from the events — never counted
+separately — so the JSON report's counters and its timeline cannot disagree.
+
+The metric contract (``../shared/DESIGN.md``):
+
+* ``dtls_rehandshakes`` counts DTLS handshakes that *start* after the initial one
+  completed; the initial handshake and retransmitted flights are not counted.
+* ``ice_restarts`` counts ICE generations (new ufrag/pwd) after the initial one.
+* ``selected_pair_changes`` counts selected-pair switches inside one generation.
+
+``initiator`` on an event is relative to the observing ``side``: ``local`` means
+that peer started it, ``remote`` the far end, ``network`` a fault nobody chose.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Side(enum.StrEnum):
+    CALLER = "caller"
+    CALLEE = "callee"
+
+    @property
+    def other(self) -> Side:
+        return Side.CALLEE if self is Side.CALLER else Side.CALLER
+
+
+class Initiator(enum.StrEnum):
+    LOCAL = "local"
+    REMOTE = "remote"
+    NETWORK = "network"
+
+
+class Outcome(enum.StrEnum):
+    COMPLETED = "completed"
+    FAILED = "failed"
+    #: the call ended before the restart/rehandshake finished
+    INCOMPLETE = "incomplete"
+
+
+class Level(enum.StrEnum):
+    GOOD = "good"
+    WARNING = "warning"
+    CRITICAL = "critical"
+
+
+class EventType(enum.StrEnum):
+    #: RTCPeerConnection-like connection state: new/connecting/connected/
+    #: disconnected/failed/closed
+    CONNECTION_STATE = "connection_state"
+    ICE_STATE = "ice_state"
+    ICE_GATHERING = "ice_gathering"
+    DTLS_STATE = "dtls_state"
+    SELECTED_PAIR_CHANGE = "selected_pair_change"
+    ICE_RESTART = "ice_restart"
+    DTLS_REHANDSHAKE = "dtls_rehandshake"
+    #: a DTLS record of interest seen by the wire tap (e.g. an alert after setup)
+    DTLS_RECORD = "dtls_record"
+    MEDIA_GAP = "media_gap"
+    STEP = "step"
+    FAULT_START = "fault_start"
+    FAULT_END = "fault_end"
+    NOTE = "note"
+
+
+#: Event types that the metric contract counts.
+COUNTED = {
+    EventType.DTLS_REHANDSHAKE: "dtls_rehandshakes",
+    EventType.ICE_RESTART: "ice_restarts",
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: EventType
+    t_ms: float
+    side: Side
+    initiator: Initiator | None = None
+    cause: str | None = None
+    detail: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "type": str(self.type),
+            "t_ms": round(self.t_ms, 1),
+            "side": str(self.side),
+            "initiator": None if self.initiator is None else str(self.initiator),
+            "cause": self.cause,
+            "detail": dict(self.detail),
+        }
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Levels per DESIGN.md: below ``warning`` good, below ``critical`` warning."""
+
+    warning: int = 1
+    critical: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 < self.warning <= self.critical:
+            raise ValueError("thresholds need 0 < warning <= critical")
+
+    def level(self, count: int) -> Level:
+        if count >= self.critical:
+            return Level.CRITICAL
+        if count >= self.warning:
+            return Level.WARNING
+        return Level.GOOD
+
+
+@dataclass(frozen=True)
+class MetricCount:
+    total: int
+    local: int
+    remote: int
+    level: Level
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "local": self.local,
+            "remote": self.remote,
+            "level": str(self.level),
+        }
+
+
+def count_metric(
+    events: Iterable[Event], kind: EventType, thresholds: Thresholds
+) -> MetricCount:
+    """Count one contract metric from one observer's events.
+
+    An event initiated by the network (a fault) counts toward ``total`` but
+    toward neither ``local`` nor ``remote``.
+    """
+    local = remote = total = 0
+    for event in events:
+        if event.type is not kind:
+            continue
+        total += 1
+        if event.initiator is Initiator.LOCAL:
+            local += 1
+        elif event.initiator is Initiator.REMOTE:
+            remote += 1
+    return MetricCount(total, local, remote, thresholds.level(total))
+
+
+def worst(levels: Iterable[Level]) -> Level:
+    order = [Level.GOOD, Level.WARNING, Level.CRITICAL]
+    return max(levels, key=order.index, default=Level.GOOD)

@@ -1,0 +1,170 @@
+"""Judge one call's report against a scenario's expectations. Pure: no I/O.
+
+Theory of operation
+-------------------
+The JSON report of a call is the source of truth (DESIGN.md); expectations are
+checked against *that dict*, not against live objects, so a verdict can be
+recomputed from a saved report and a test can hand in a literal dict.
+
+Each expectation that is set yields one :class:`Check` carrying the expected
+and actual values as short human strings, ready for the terminal summary and
+JUnit. Unset expectations yield nothing, except ``call_up`` which is on by
+default. A value the report lacks (``None`` or a missing key) fails its
+check with actual ``"not measured"``: an expectation that cannot be verified
+must not pass silently.
+
+Report keys read (one call)::
+
+    connected, final_state, ended_early, setup_ms
+    metrics.{ice_restarts,dtls_rehandshakes}.{total,level}
+    metrics.selected_pair_changes
+    media.{caller_to_callee,callee_to_caller}.{max_gap_ms,packets_lost}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from agent.scenario.model import CountRange, Expectations
+
+__all__ = ["DIRECTIONS", "Check", "check_expectations"]
+
+#: The two media directions of a call, as the report names them.
+DIRECTIONS = ("caller_to_callee", "callee_to_caller")
+
+_NOT_MEASURED = "not measured"
+_NEVER_CONNECTED = "never connected"
+
+
+@dataclass(frozen=True)
+class Check:
+    """One expectation's verdict."""
+
+    name: str
+    expected: str
+    actual: str
+    passed: bool
+
+
+def _lookup(result: Mapping[str, Any], dotted: str) -> Any:
+    """``result["a"]["b"]`` for ``"a.b"``; None where any part is missing."""
+    node: Any = result
+    for part in dotted.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
+
+
+def _ms(value: float) -> str:
+    return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
+
+
+def _call_up(result: Mapping[str, Any]) -> Check:
+    expected = "connected until the end"
+    if not result.get("connected"):
+        return Check("call_up", expected, _NEVER_CONNECTED, False)
+    final_state = str(result.get("final_state"))
+    ended_early = bool(result.get("ended_early"))
+    if final_state == "connected" and not ended_early:
+        return Check("call_up", expected, "connected", True)
+    actual = f"{final_state} (ended early)" if ended_early else final_state
+    return Check("call_up", expected, actual, False)
+
+
+def _max_setup(result: Mapping[str, Any], limit_ms: float) -> Check:
+    expected = f"<= {_ms(limit_ms)}"
+    setup_ms = _number(result.get("setup_ms"))
+    if setup_ms is None:
+        actual = _NOT_MEASURED if result.get("connected") else _NEVER_CONNECTED
+        return Check("max_setup_ms", expected, actual, False)
+    return Check("max_setup_ms", expected, _ms(setup_ms), setup_ms <= limit_ms)
+
+
+def _count(
+    name: str, dotted: str, result: Mapping[str, Any], want: CountRange
+) -> Check:
+    value = _lookup(result, dotted)
+    if isinstance(value, bool) or not isinstance(value, int):
+        return Check(name, str(want), _NOT_MEASURED, False)
+    return Check(name, str(want), str(value), want.contains(value))
+
+
+def _level(metric: str, result: Mapping[str, Any], want: str) -> Check:
+    actual = _lookup(result, f"metrics.{metric}.level")
+    if actual is None:
+        return Check(f"levels.{metric}", want, _NOT_MEASURED, False)
+    return Check(f"levels.{metric}", want, str(actual), str(actual) == want)
+
+
+def _per_direction(result: Mapping[str, Any], key: str) -> dict[str, float | None]:
+    return {d: _number(_lookup(result, f"media.{d}.{key}")) for d in DIRECTIONS}
+
+
+def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
+    expected = f"<= {_ms(limit_ms)}"
+    gaps = _per_direction(result, "max_gap_ms")
+    measured = {d: gap for d, gap in gaps.items() if gap is not None}
+    # Both directions must be measured: the gap a one-way outage leaves is
+    # exactly what this expectation exists to catch.
+    if len(measured) < len(DIRECTIONS):
+        missing = ", ".join(d for d in DIRECTIONS if d not in measured)
+        actual = f"{_NOT_MEASURED} ({missing})"
+        if not result.get("connected"):
+            actual = _NEVER_CONNECTED
+        return Check("max_media_gap_ms", expected, actual, False)
+    direction, worst = max(measured.items(), key=lambda item: item[1])
+    return Check(
+        "max_media_gap_ms", expected, f"{_ms(worst)} ({direction})", worst <= limit_ms
+    )
+
+
+def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
+    expected = f"<= {limit}"
+    lost = _per_direction(result, "packets_lost")
+    if any(value is None for value in lost.values()):
+        actual = _NEVER_CONNECTED if not result.get("connected") else _NOT_MEASURED
+        return Check("max_packets_lost", expected, actual, False)
+    total = int(sum(value for value in lost.values() if value is not None))
+    detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
+    return Check("max_packets_lost", expected, f"{total} ({detail})", total <= limit)
+
+
+def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
+    # Order: is the call there at all, then the contract metrics, then media.
+    if expect.call_up:
+        yield _call_up(result)
+    if expect.max_setup_ms is not None:
+        yield _max_setup(result, expect.max_setup_ms)
+    for metric in ("ice_restarts", "dtls_rehandshakes"):
+        want = getattr(expect, metric)
+        if want is not None:
+            yield _count(metric, f"metrics.{metric}.total", result, want)
+    if expect.selected_pair_changes is not None:
+        yield _count(
+            "selected_pair_changes",
+            "metrics.selected_pair_changes",
+            result,
+            expect.selected_pair_changes,
+        )
+    for metric in ("ice_restarts", "dtls_rehandshakes"):
+        level = getattr(expect.levels, metric)
+        if level is not None:
+            yield _level(metric, result, str(level))
+    if expect.max_media_gap_ms is not None:
+        yield _max_media_gap(result, expect.max_media_gap_ms)
+    if expect.max_packets_lost is not None:
+        yield _max_packets_lost(result, expect.max_packets_lost)
+
+
+def check_expectations(expect: Expectations, result: Mapping[str, Any]) -> list[Check]:
+    """One :class:`Check` per expectation that is set, in a fixed order."""
+    return list(_checks(expect, result))

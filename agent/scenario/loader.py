@@ -1,0 +1,345 @@
+"""Read scenario files; turn every problem into one sentence naming file:line: field.
+
+Theory of operation
+-------------------
+Loading is the one boundary where foreign exceptions (``OSError``,
+``UnicodeDecodeError``, ``yaml.YAMLError``, ``pydantic.ValidationError``)
+become :class:`~agent.errors.ScenarioError`, always ``raise ... from exc``.
+
+1. Read bytes (their sha256 is what the report records as "what ran"), decode
+   UTF-8.
+2. *Compose* the YAML into a node tree with PyYAML's ``SafeLoader``: nodes
+   still carry their line numbers, and only the safe constructors exist, so
+   this is exactly as safe as ``yaml.safe_load``.
+3. Walk the nodes once, recording the line of every field path
+   (``('steps', 2, 'at') -> 12``) and rejecting duplicate keys, which YAML
+   forbids but PyYAML silently resolves as "last one wins" (a scenario
+   would then run with a value its reader did not see).
+4. Construct plain Python data from the same nodes and validate it with
+   :class:`~agent.scenario.model.Scenario`.
+5. Map the first pydantic error (in file order) back to a line through the
+   path map, using the nearest recorded ancestor when the field is missing
+   from the file, and phrase it for a person: ``scenarios/x.yaml:12:
+   steps[2].at: invalid duration '5q' (use e.g. 500ms, 5s, 2m)``.
+
+Only the first problem is reported (fix, rerun, like a compiler stopping at
+its first error); the message says how many more there were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from agent.errors import ScenarioError
+from agent.scenario.duration import describe_value
+from agent.scenario.model import Scenario, ScenarioSource
+
+__all__ = ["field_label", "load_scenario", "load_scenarios", "parse_scenario"]
+
+FieldPath = tuple[str | int, ...]
+
+#: File suffixes picked up when a directory is given to :func:`load_scenarios`.
+SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+_MISSING_HINTS: Mapping[FieldPath, str] = {
+    ("name",): " (e.g. name: baseline)",
+    ("duration",): " (e.g. duration: 10s)",
+}
+
+
+def field_label(path: FieldPath) -> str | None:
+    """``('steps', 2, 'at')`` -> ``steps[2].at``; ``()`` -> None."""
+    label = ""
+    for part in path:
+        if isinstance(part, int):
+            label += f"[{part}]"
+        else:
+            label += f".{part}" if label else str(part)
+    return label or None
+
+
+# --- YAML -> data, with lines -------------------------------------------------
+
+
+def _key_of(loader: yaml.SafeLoader, key_node: yaml.Node) -> Any:
+    """The key as Python will see it (``1`` an int, ``on`` a bool), or None
+    for merge keys and non-scalar keys, which have no field path."""
+    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+        return None
+    return loader.construct_object(key_node)
+
+
+def _map_lines(
+    loader: yaml.SafeLoader, root: yaml.Node, path: str
+) -> dict[FieldPath, int]:
+    """Line (1-based) of every field path; raises on a duplicate key."""
+    lines: dict[FieldPath, int] = {(): root.start_mark.line + 1}
+    visited: set[int] = set()  # aliases share nodes; visit each once
+    pending: list[tuple[yaml.Node, FieldPath]] = [(root, ())]
+    while pending:
+        node, node_path = pending.pop()
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        children: list[tuple[yaml.Node, FieldPath]] = []
+        if isinstance(node, yaml.MappingNode):
+            first_seen: dict[Any, int] = {}
+            for key_node, value_node in node.value:
+                key = _key_of(loader, key_node)
+                if key is None:
+                    continue
+                line = key_node.start_mark.line + 1
+                # Mapping keys are strings in a location (see model._unknown_keys);
+                # ints there are list indexes.
+                child = (*node_path, str(key))
+                if key in first_seen:
+                    raise ScenarioError(
+                        f"duplicate key (first set on line {first_seen[key]})",
+                        path=path,
+                        line=line,
+                        field=field_label(child),
+                    )
+                first_seen[key] = line
+                lines[child] = line
+                children.append((value_node, child))
+        elif isinstance(node, yaml.SequenceNode):
+            for index, item in enumerate(node.value):
+                child = (*node_path, index)
+                lines[child] = item.start_mark.line + 1
+                children.append((item, child))
+        # Depth-first in document order, so the first duplicate found is the
+        # first one in the file.
+        pending.extend(reversed(children))
+    return lines
+
+
+def _yaml_error(exc: yaml.YAMLError, path: str) -> ScenarioError:
+    if isinstance(exc, yaml.MarkedYAMLError):
+        mark = exc.problem_mark or exc.context_mark
+        what = ", ".join(part for part in (exc.context, exc.problem) if part)
+        return ScenarioError(
+            f"invalid YAML: {what or exc}",
+            path=path,
+            line=None if mark is None else mark.line + 1,
+        )
+    return ScenarioError(f"invalid YAML: {exc}", path=path)
+
+
+def _compose(text: str, path: str) -> tuple[Any, dict[FieldPath, int]]:
+    loader = yaml.SafeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            raise ScenarioError(
+                "file is empty; a scenario needs at least name and duration",
+                path=path,
+            )
+        # Lines first: constructing flattens merge keys in place.
+        lines = _map_lines(loader, root, path)
+        data = loader.construct_document(root)
+    except yaml.YAMLError as exc:
+        raise _yaml_error(exc, path) from exc
+    except RecursionError as exc:
+        raise ScenarioError("YAML nested too deeply", path=path) from exc
+    finally:
+        loader.dispose()
+    return data, lines
+
+
+# --- pydantic errors -> one sentence ------------------------------------------
+
+
+def _got(error: ErrorDetails) -> str:
+    return f"got {describe_value(error['input'])}"
+
+
+def _describe(error: ErrorDetails) -> str:
+    """One lowercase clause for a pydantic error (ours are already phrased)."""
+    kind, ctx = error["type"], error.get("ctx", {})
+    got = _got(error)
+    match kind:
+        case "missing":
+            return "required field is missing" + _MISSING_HINTS.get(
+                tuple(error["loc"]), ""
+            )
+        case "extra_forbidden" | "unexpected_keyword_argument":
+            return "unknown field"
+        case "int_type" | "int_parsing" | "int_from_float":
+            return f"expected a whole number, {got}"
+        case "bool_type" | "bool_parsing":
+            return f"expected true or false, {got}"
+        case "float_type" | "float_parsing":
+            return f"expected a number, {got}"
+        case "finite_number":
+            return f"expected a finite number, {got}"
+        case "string_type":
+            return f"expected text, {got}"
+        case "list_type" | "tuple_type":
+            return f"expected a list, {got}"
+        case (
+            "dict_type"
+            | "model_type"
+            | "model_attributes_type"
+            | "dataclass_type"
+            | "dataclass_args_type"
+        ):
+            return f"expected a mapping, {got}"
+        case "literal_error" | "enum":
+            return f"expected {ctx.get('expected')}, {got}"
+        case "greater_than":
+            return f"must be greater than {describe_value(ctx.get('gt'))}, {got}"
+        case "greater_than_equal":
+            return f"must be at least {describe_value(ctx.get('ge'))}, {got}"
+        case "less_than":
+            return f"must be less than {describe_value(ctx.get('lt'))}, {got}"
+        case "less_than_equal":
+            return f"must be at most {describe_value(ctx.get('le'))}, {got}"
+        case "ip_v4_address":
+            return f"expected an IPv4 address such as 127.0.0.2, {got}"
+        case "recursion_loop":
+            return "refers to itself (a YAML alias loop)"
+    # Our own PydanticCustomErrors arrive phrased; an unforeseen built-in one
+    # still reads as a sentence with its first letter lowered.
+    message = error["msg"]
+    if kind.startswith(("value_error", "assertion_error")) or message[:1].isupper():
+        message = message.removeprefix("Value error, ").removeprefix(
+            "Assertion failed, "
+        )
+        message = message[:1].lower() + message[1:]
+    return message
+
+
+def _line_of(loc: FieldPath, lines: Mapping[FieldPath, int]) -> int | None:
+    for end in range(len(loc), -1, -1):
+        line = lines.get(loc[:end])
+        if line is not None:
+            return line
+    return None
+
+
+def _validation_error(
+    exc: ValidationError, path: str, lines: Mapping[FieldPath, int]
+) -> ScenarioError:
+    errors = exc.errors(include_url=False)
+
+    def file_order(item: tuple[int, ErrorDetails]) -> tuple[int, int]:
+        return (_line_of(tuple(item[1]["loc"]), lines) or 0, item[0])
+
+    ordered = [error for _, error in sorted(enumerate(errors), key=file_order)]
+    first = ordered[0]
+    loc = tuple(first["loc"])
+    message = _describe(first)
+    more = len(ordered) - 1
+    if more:
+        message += f" ({more} more problem{'s' if more > 1 else ''} after this one)"
+    return ScenarioError(
+        message, path=path, line=_line_of(loc, lines), field=field_label(loc)
+    )
+
+
+# --- public API ----------------------------------------------------------------
+
+
+def _parse(text: str, path: str, sha256: str) -> tuple[Scenario, dict[FieldPath, int]]:
+    data, lines = _compose(text, path)
+    if not isinstance(data, dict):
+        raise ScenarioError(
+            "expected a mapping of scenario fields (name, duration, ...) at the "
+            f"top level, got {describe_value(data)}",
+            path=path,
+            line=lines[()],
+        )
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _validation_error(exc, path, lines) from exc
+    return scenario.with_source(ScenarioSource(path, sha256, text)), lines
+
+
+def parse_scenario(text: str, path: str = "<string>") -> Scenario:
+    """Validate scenario ``text``; ``path`` is only used in messages and
+    provenance. The recorded sha256 is that of the UTF-8 encoded text."""
+    sha256 = hashlib.sha256(text.encode()).hexdigest()
+    return _parse(text, path, sha256)[0]
+
+
+def _read(path: Path, label: str) -> tuple[str, str]:
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError as exc:
+        raise ScenarioError("file not found", path=label) from exc
+    except IsADirectoryError as exc:
+        raise ScenarioError("is a directory, not a scenario file", path=label) from exc
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ScenarioError(f"cannot read file: {reason}", path=label) from exc
+    try:
+        # utf-8-sig: editors on Windows like to prepend a BOM.
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise ScenarioError(
+            f"not UTF-8 text (byte 0x{raw[exc.start]:02x})", path=label, line=line
+        ) from exc
+    return text, hashlib.sha256(raw).hexdigest()
+
+
+def _load(path: str | Path) -> tuple[Scenario, dict[FieldPath, int]]:
+    label = str(path)
+    text, sha256 = _read(Path(path), label)
+    return _parse(text, label, sha256)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    """Load and validate one scenario file; every problem is a ScenarioError.
+
+    The result's ``source`` holds the path as given, the sha256 of the file's
+    bytes and its text.
+    """
+    return _load(path)[0]
+
+
+def _expand(paths: Iterable[str | Path]) -> Iterator[str | Path]:
+    for path in paths:
+        as_path = Path(path)
+        if not as_path.is_dir():
+            yield path
+            continue
+        found = sorted(
+            child for child in as_path.iterdir() if child.suffix in SCENARIO_SUFFIXES
+        )
+        if not found:
+            raise ScenarioError(
+                f"directory holds no scenario files ({', '.join(SCENARIO_SUFFIXES)})",
+                path=str(path),
+            )
+        yield from found
+
+
+def load_scenarios(paths: Iterable[str | Path]) -> list[Scenario]:
+    """Load files in order (a directory contributes its ``*.yaml``/``*.yml``
+    files, sorted). Names must be unique: reports and metrics key on them."""
+    scenarios: list[Scenario] = []
+    first_file: dict[str, str] = {}
+    for path in _expand(paths):
+        scenario, lines = _load(path)
+        if scenario.name in first_file:
+            raise ScenarioError(
+                f"{scenario.name!r} is already the name of the scenario in "
+                f"{first_file[scenario.name]}",
+                path=str(path),
+                line=lines.get(("name",)),
+                field="name",
+            )
+        first_file[scenario.name] = str(path)
+        scenarios.append(scenario)
+    return scenarios

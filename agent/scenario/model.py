@@ -1,0 +1,519 @@
+"""What a scenario *is*, as validated data: the call, its timeline, its verdict.
+
+Theory of operation
+-------------------
+A scenario file is a mapping that :class:`Scenario` validates in one pass.
+Every model here is frozen and refuses unknown keys, so a misspelt field is
+an error that names the closest valid field instead of a setting silently
+ignored (a scenario that quietly did not inject its fault would still
+"pass"). Every error is raised as a pydantic error *at the location of the
+offending key* (``('steps', 2, 'at')``); :mod:`agent.scenario.loader` maps
+that location back to a file line and turns it into one sentence.
+
+Three kinds of rule live here:
+
+* field rules (types, ranges, ``Duration`` syntax, loopback-only addresses),
+  mostly as the shared types of :mod:`agent.scenario.fields`;
+* step rules: ``do`` picks a class from :data:`~agent.scenario.steps.STEPS`,
+  whose own ``Params`` model validates the keys written inline next to
+  ``at``/``do``/``side``, and whose ``side`` policy is enforced;
+* cross-field rules that only the whole scenario can judge (a step after the
+  end, a step after a hangup, an expectation the media settings cannot
+  measure). Those are :class:`Scenario` validators.
+
+``model_dump(mode="json")`` gives the file form back (durations as seconds,
+step params inline), so a dumped scenario loads to an equal one, and
+:func:`scenario_digest` hashes that canonical form for reports.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Annotated, Any, Literal, Self
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    InstanceOf,
+    PlainSerializer,
+    PrivateAttr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    model_serializer,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails
+
+from agent.observe.model import Level, Side, Thresholds
+from agent.scenario.duration import (
+    Duration,
+    describe_value,
+    format_duration,
+)
+from agent.scenario.fields import (
+    Count,
+    Loc,
+    LoopbackAddress,
+    Milliseconds,
+    NonNegativeMilliseconds,
+    PositiveDuration,
+    Section,
+    Slug,
+    fail,
+    located_error,
+    raise_errors,
+    unknown_key_errors,
+)
+from agent.scenario.steps import RESERVED_KEYS, STEPS, Step
+
+__all__ = [
+    "CountRange",
+    "Duration",
+    "Expectations",
+    "LevelExpectations",
+    "MediaSettings",
+    "PeerSettings",
+    "PeersSettings",
+    "Scenario",
+    "ScenarioSource",
+    "StepSpec",
+    "ThresholdSettings",
+    "scenario_digest",
+]
+
+
+# --- media and peers --------------------------------------------------------
+
+
+class MediaSettings(Section):
+    """What flows on the call, and how the receivers judge it."""
+
+    audio: StrictBool = True
+    datachannel: StrictBool = False
+    #: decode received Opus instead of analysing RTP timing only
+    decode: StrictBool = False
+    #: Opus frame size the sender packetises at
+    packet_ms: Literal[10, 20, 40, 60] = 20
+    #: an inter-arrival time above this counts as a media gap
+    gap_threshold_ms: Milliseconds = 60.0
+    #: a packet later than this behind its schedule counts as delayed
+    jitter_budget_ms: Milliseconds = 60.0
+
+    @model_validator(mode="after")
+    def _check_combination(self) -> Self:
+        errors = []
+        if not (self.audio or self.datachannel):
+            # With nothing negotiated there is no ICE or DTLS to observe.
+            errors.append(
+                located_error(
+                    ("audio",),
+                    "no_media",
+                    "a call needs audio or a datachannel (both are off)",
+                    self.audio,
+                )
+            )
+        if self.decode and not self.audio:
+            errors.append(
+                located_error(
+                    ("decode",), "decode_without_audio", "needs audio: true", True
+                )
+            )
+        if self.gap_threshold_ms < self.packet_ms:
+            errors.append(
+                located_error(
+                    ("gap_threshold_ms",),
+                    "gap_below_packet",
+                    f"{self.gap_threshold_ms:g} ms is shorter than packet_ms "
+                    f"{self.packet_ms}, so every packet interval would count as "
+                    "a media gap",
+                    self.gap_threshold_ms,
+                )
+            )
+        raise_errors(type(self).__name__, errors)
+        return self
+
+
+class PeerSettings(Section):
+    """One peer of a loopback call. New per-peer knobs are one field here."""
+
+    address: LoopbackAddress
+
+
+#: Distinct loopback addresses by default, so a capture tells the sides apart.
+DEFAULT_ADDRESSES = {
+    "caller": IPv4Address("127.0.0.1"),
+    "callee": IPv4Address("127.0.0.2"),
+}
+
+
+class PeersSettings(Section):
+    caller: PeerSettings = PeerSettings(address=DEFAULT_ADDRESSES["caller"])
+    callee: PeerSettings = PeerSettings(address=DEFAULT_ADDRESSES["callee"])
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_addresses(cls, data: Any) -> Any:
+        # The default address depends on the role, so PeerSettings cannot
+        # carry it; fill it in here when a peer section leaves it out.
+        if not isinstance(data, Mapping):
+            return data
+        filled = dict(data)
+        for role, address in DEFAULT_ADDRESSES.items():
+            peer = filled.get(role)
+            if peer is None and role in filled:
+                peer = {}
+            if isinstance(peer, Mapping) and "address" not in peer:
+                filled[role] = {**peer, "address": address}
+        return filled
+
+
+# --- steps ------------------------------------------------------------------
+
+
+class StepSpec(BaseModel):
+    """One timeline entry: at ``at``, run step ``do`` on ``side`` with ``params``.
+
+    In a file the step's parameters sit inline (``{at: 5s, do: net.blackhole,
+    side: caller, duration: 2s}``); here they are validated into
+    ``params``, an instance of the step's ``Params`` model.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    at: Duration
+    do: str
+    side: Side | None = None
+    params: InstanceOf[BaseModel]
+
+    @property
+    def step(self) -> type[Step]:
+        return STEPS[self.do]
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split_inline_params(cls, data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            return data  # not a mapping: field validation says what is wrong
+        step = cls._named_step(data)
+        name = step.name
+        built = data.get("params")
+        if isinstance(built, BaseModel):
+            # Built in code with ``params=``: only its type is left to check.
+            if type(built) is not step.Params:
+                message = (
+                    f"step {name!r} takes {step.Params.__name__}, "
+                    f"got {type(built).__name__}"
+                )
+                fail(cls.__name__, ("params",), "step_params", message, built)
+            return data
+        inline = {key: value for key, value in data.items() if key not in RESERVED_KEYS}
+        param_names = step.Params.model_fields
+        kind = f"parameter for step {name!r}" + (
+            "" if param_names else ", which takes none"
+        )
+        raise_errors(cls.__name__, unknown_key_errors(inline, param_names, kind))
+        # A ValidationError from here keeps its locations, which are already
+        # the inline keys: ('steps', i, 'duration').
+        params = step.Params.model_validate(inline)
+        timeline = {key: value for key, value in data.items() if key in RESERVED_KEYS}
+        return {**timeline, "params": params}
+
+    @classmethod
+    def _named_step(cls, data: Mapping[str, Any]) -> type[Step]:
+        known_steps = ", ".join(sorted(STEPS))
+        if "do" not in data:
+            message = f"required field is missing; name a step ({known_steps})"
+            fail(cls.__name__, ("do",), "missing_step", message, None)
+        name = data["do"]
+        step = STEPS.get(name) if isinstance(name, str) else None
+        if step is None:
+            hint = difflib.get_close_matches(str(name), sorted(STEPS), n=1)
+            guess = f" (did you mean {hint[0]!r}?)" if hint else ""
+            message = (
+                f"unknown step {describe_value(name)}{guess}; "
+                f"known steps: {known_steps}"
+            )
+            fail(cls.__name__, ("do",), "unknown_step", message, name)
+        return step
+
+    @model_validator(mode="after")
+    def _check_side_policy(self) -> Self:
+        policy = self.step.side
+        if policy == "required" and self.side is None:
+            message = f"step {self.do!r} needs side: caller or callee"
+            fail(type(self).__name__, ("side",), "side", message, None)
+        if policy == "none" and self.side is not None:
+            message = f"step {self.do!r} takes no side; remove side: {self.side}"
+            fail(type(self).__name__, ("side",), "side", message, self.side)
+        return self
+
+    @model_serializer(mode="plain")
+    def _to_file_form(self, info: SerializationInfo) -> dict[str, Any]:
+        as_json = info.mode == "json"
+        out: dict[str, Any] = {"at": self.at, "do": self.do}
+        if self.side is not None:
+            out["side"] = self.side.value if as_json else self.side
+        out.update(self.params.model_dump(mode="json" if as_json else "python"))
+        return out
+
+
+# --- expectations -----------------------------------------------------------
+
+
+class CountRange(Section):
+    """An expected count: ``2`` (exactly) or ``{min: 1, max: 3}`` (either optional)."""
+
+    min: Count | None = None
+    max: Count | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _exact_count(cls, data: Any) -> Any:
+        if isinstance(data, int) and not isinstance(data, bool):
+            return {"min": data, "max": data}
+        if data is None or not isinstance(data, Mapping):
+            message = (
+                "expected a count (e.g. 0) or a range {min: 0, max: 2}, "
+                f"got {describe_value(data)}"
+            )
+            fail(cls.__name__, (), "count", message, data)
+        return data
+
+    @model_validator(mode="after")
+    def _check_bounds(self) -> Self:
+        if self.min is None and self.max is None:
+            message = "a range needs min, max or both"
+            fail(type(self).__name__, (), "count_range", message, {})
+        if self.min is not None and self.max is not None and self.min > self.max:
+            message = f"min {self.min} is greater than max {self.max}"
+            fail(type(self).__name__, (), "count_range", message, {})
+        return self
+
+    @model_serializer(mode="wrap")
+    def _exact_as_int(self, handler: SerializerFunctionWrapHandler) -> Any:
+        if self.min is not None and self.min == self.max:
+            return self.min
+        return handler(self)
+
+    def contains(self, count: int) -> bool:
+        return (self.min is None or count >= self.min) and (
+            self.max is None or count <= self.max
+        )
+
+    def __str__(self) -> str:
+        if self.min is not None and self.min == self.max:
+            return str(self.min)
+        if self.min is not None and self.max is not None:
+            return f"{self.min}..{self.max}"
+        if self.min is not None:
+            return f">= {self.min}"
+        return f"<= {self.max}"
+
+
+class LevelExpectations(Section):
+    """Expected DESIGN.md level per contract metric (exact match)."""
+
+    ice_restarts: Level | None = None
+    dtls_rehandshakes: Level | None = None
+
+
+class Expectations(Section):
+    """What one call's report must show for the scenario to pass.
+
+    Only ``call_up`` is checked by default; every other check is opt-in.
+    ``call_up: false`` means "not checked", not "must be down".
+    """
+
+    call_up: StrictBool = True
+    max_setup_ms: Milliseconds | None = None
+    ice_restarts: CountRange | None = None
+    dtls_rehandshakes: CountRange | None = None
+    selected_pair_changes: CountRange | None = None
+    levels: LevelExpectations = LevelExpectations()
+    #: the longest gap seen by either receiver
+    max_media_gap_ms: NonNegativeMilliseconds | None = None
+    #: packets lost in both directions together
+    max_packets_lost: Count | None = None
+
+
+# --- thresholds -------------------------------------------------------------
+
+
+class _ThresholdsSpec(Section):
+    """The file form of :class:`~agent.observe.model.Thresholds`."""
+
+    warning: Annotated[StrictInt, Field(ge=1)] = 1
+    critical: Annotated[StrictInt, Field(ge=1)] = 2
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Self:
+        if self.warning > self.critical:
+            message = (
+                f"warning {self.warning} is above critical {self.critical}; "
+                "need 0 < warning <= critical"
+            )
+            fail(type(self).__name__, (), "thresholds", message, {})
+        return self
+
+
+def _thresholds_from_file(value: Any) -> Any:
+    if isinstance(value, Thresholds):
+        return value
+    spec = _ThresholdsSpec.model_validate(value)
+    return Thresholds(warning=spec.warning, critical=spec.critical)
+
+
+def _thresholds_to_file(thresholds: Thresholds) -> dict[str, int]:
+    return {"warning": thresholds.warning, "critical": thresholds.critical}
+
+
+MetricThresholds = Annotated[
+    Thresholds,
+    BeforeValidator(_thresholds_from_file),
+    PlainSerializer(_thresholds_to_file),
+]
+
+
+class ThresholdSettings(Section):
+    """Per-metric level thresholds; DESIGN.md's 0 good, 1 warning, 2+ critical."""
+
+    ice_restarts: MetricThresholds = Thresholds()
+    dtls_rehandshakes: MetricThresholds = Thresholds()
+
+
+# --- the scenario -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ScenarioSource:
+    """Which bytes a scenario came from, for the report's provenance."""
+
+    path: str
+    sha256: str
+    text: str
+
+
+class Scenario(Section):
+    """A call, a timeline of steps, and what the report must show."""
+
+    name: Slug
+    description: StrictStr = ""
+    duration: PositiveDuration
+    #: None: the runner picks one and records it, so the run can be replayed
+    seed: StrictInt | None = None
+    #: concurrent copies of this call
+    calls: Annotated[StrictInt, Field(ge=1)] = 1
+    media: MediaSettings = MediaSettings()
+    peers: PeersSettings = PeersSettings()
+    steps: tuple[StepSpec, ...] = ()
+    expect: Expectations = Expectations()
+    thresholds: ThresholdSettings = ThresholdSettings()
+
+    _source: ScenarioSource | None = PrivateAttr(default=None)
+
+    @property
+    def source(self) -> ScenarioSource | None:
+        """The file this was loaded from; None when built in code."""
+        return self._source
+
+    def with_source(self, source: ScenarioSource) -> Scenario:
+        copy = self.model_copy()
+        copy._source = source
+        return copy
+
+    @property
+    def ordered_steps(self) -> tuple[StepSpec, ...]:
+        """Steps in the order they run: by ``at``, ties in file order."""
+        return tuple(sorted(self.steps, key=lambda spec: spec.at))
+
+    @model_validator(mode="after")
+    def _check_timeline_and_expectations(self) -> Self:
+        errors = [
+            *self._steps_outside_the_call(),
+            *self._steps_after_the_call_ended(),
+            *self._expectations_that_cannot_hold(),
+        ]
+        raise_errors(type(self).__name__, errors)
+        return self
+
+    def _steps_outside_the_call(self) -> Iterable[InitErrorDetails]:
+        for index, spec in enumerate(self.steps):
+            if spec.at >= self.duration:
+                yield located_error(
+                    ("steps", index, "at"),
+                    "step_after_end",
+                    f"{format_duration(spec.at)} is not before the end of the "
+                    f"scenario (duration {format_duration(self.duration)})",
+                    spec.at,
+                )
+
+    def _first_call_end(self) -> tuple[int, StepSpec] | None:
+        ordered = sorted(enumerate(self.steps), key=lambda item: item[1].at)
+        return next(((i, s) for i, s in ordered if s.step.ends_call), None)
+
+    def _steps_after_the_call_ended(self) -> Iterable[InitErrorDetails]:
+        end = self._first_call_end()
+        if end is None:
+            return
+        end_index, end_spec = end
+        order = [i for i, _ in sorted(enumerate(self.steps), key=lambda x: x[1].at)]
+        for index in order[order.index(end_index) + 1 :]:
+            yield located_error(
+                ("steps", index, "at"),
+                "step_after_hangup",
+                f"runs after the {end_spec.do} at {format_duration(end_spec.at)} "
+                f"(steps[{end_index}]) ended the call, so it would never run",
+                self.steps[index].at,
+            )
+
+    def _expectations_that_cannot_hold(self) -> Iterable[InitErrorDetails]:
+        end = self._first_call_end()
+        if end is not None and self.expect.call_up:
+            end_index, end_spec = end
+            # Point at what the user wrote: their call_up, else the step.
+            if "call_up" in self.expect.model_fields_set:
+                loc: Loc = ("expect", "call_up")
+                message = (
+                    f"the call cannot be up at the end: steps[{end_index}] "
+                    f"({end_spec.do} at {format_duration(end_spec.at)}) ends it; "
+                    "set call_up: false"
+                )
+            else:
+                loc = ("steps", end_index, "do")
+                message = (
+                    f"{end_spec.do} ends the call, but expect.call_up (true by "
+                    "default) wants it up at the end; set expect.call_up: false"
+                )
+            yield located_error(loc, "call_up_after_hangup", message, True)
+        if not self.media.audio:
+            # Gaps and losses are measured on the RTP audio stream.
+            for field in ("max_media_gap_ms", "max_packets_lost"):
+                if getattr(self.expect, field) is not None:
+                    yield located_error(
+                        ("expect", field),
+                        "needs_audio",
+                        "needs media.audio: true (it is measured on the audio stream)",
+                        getattr(self.expect, field),
+                    )
+
+
+def scenario_digest(scenario: Scenario) -> str:
+    """sha256 of the canonical JSON form: equal for equal scenarios, whatever
+    the file's formatting, comments or key order."""
+    canonical = json.dumps(
+        scenario.model_dump(mode="json"),
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=True,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()

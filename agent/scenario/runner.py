@@ -1,0 +1,218 @@
+"""Run scenarios against live calls: schedule steps, collect results, check them.
+
+A scenario's clock starts when the call is connected: ``at: 5s`` means five
+seconds of media into the call, and ``duration`` is how long the call lasts after
+it connected (setup time is reported separately as ``setup_ms``). Steps run in
+order of ``at``; teardown always runs (``finally``), and every call — passed,
+failed, crashed or interrupted — produces its report entry, which is handed to
+``on_result`` at once so the report on disk grows call by call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from agent.call.calls import CallConfig, LoopbackCall, SideConfig
+from agent.errors import AgentError
+from agent.observe.model import Side, Thresholds
+from agent.observe.observer import MediaSettings
+from agent.scenario.expect import check_expectations
+from agent.scenario.model import Scenario, StepSpec
+from agent.scenario.steps import STEPS
+
+logger = logging.getLogger(__name__)
+
+ResultSink = Callable[[dict[str, Any]], Awaitable[None] | None]
+
+
+@dataclass
+class CallProgress:
+    call_id: str
+    scenario: str
+    state: str = "starting"
+    elapsed_s: float = 0.0
+    total_s: float = 0.0
+    verdict: str | None = None
+
+
+@dataclass
+class RunProgress:
+    """What a progress display shows; the runner updates it in place."""
+
+    calls: dict[str, CallProgress] = field(default_factory=dict)
+    done: int = 0
+    total: int = 0
+
+
+def call_config(scenario: Scenario, call_id: str, seed: int) -> CallConfig:
+    media = scenario.media
+    return CallConfig(
+        call_id=call_id,
+        caller=SideConfig(str(scenario.peers.caller.address)),
+        callee=SideConfig(str(scenario.peers.callee.address)),
+        audio=media.audio,
+        packet_ms=media.packet_ms,
+        decode=media.decode,
+        media=MediaSettings(
+            gap_threshold_ms=media.gap_threshold_ms,
+            jitter_budget_ms=media.jitter_budget_ms,
+        ),
+        thresholds=scenario_thresholds(scenario),
+        seed=seed,
+    )
+
+
+def scenario_thresholds(scenario: Scenario) -> dict[str, Thresholds]:
+    return {
+        "ice_restarts": scenario.thresholds.ice_restarts,
+        "dtls_rehandshakes": scenario.thresholds.dtls_rehandshakes,
+    }
+
+
+class ScenarioRunner:
+    def __init__(
+        self,
+        *,
+        seed: int | None = None,
+        on_result: ResultSink | None = None,
+        progress: RunProgress | None = None,
+    ) -> None:
+        self.seed = (
+            seed if seed is not None else random.SystemRandom().randrange(1 << 31)
+        )
+        self._on_result = on_result
+        self.progress = progress or RunProgress()
+        self.results: list[dict[str, Any]] = []
+
+    async def run(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
+        self.progress.total = sum(s.calls for s in scenarios)
+        for scenario in scenarios:
+            await asyncio.gather(
+                *(self.run_call(scenario, index) for index in range(scenario.calls))
+            )
+        return self.results
+
+    def call_seed(self, scenario: Scenario, index: int) -> int:
+        base = scenario.seed if scenario.seed is not None else self.seed
+        return random.Random(f"{base}:{scenario.name}:{index}").randrange(1 << 31)
+
+    async def run_call(self, scenario: Scenario, index: int) -> dict[str, Any]:
+        call_id = f"{scenario.name}#{index + 1}"
+        seed = self.call_seed(scenario, index)
+        progress = CallProgress(call_id, scenario.name, total_s=scenario.duration)
+        self.progress.calls[call_id] = progress
+        call = LoopbackCall(call_config(scenario, call_id, seed))
+        started = time.monotonic()
+        final_state = "never_connected"
+        interrupted = False
+        try:
+            progress.state = "connecting"
+            await call.connect()
+            progress.state = "connected"
+            await self._run_timeline(call, scenario, progress)
+            final_state = call.final_state()
+        except AgentError as exc:
+            call.error = str(exc)
+            final_state = call.final_state()
+        except asyncio.CancelledError:
+            call.error = "interrupted"
+            final_state = call.final_state()
+            interrupted = True
+        except Exception as exc:  # one broken call must not lose the others
+            logger.exception("%s: internal error", call_id)
+            call.error = f"internal error: {type(exc).__name__}: {exc}"
+            final_state = call.final_state()
+        finally:
+            progress.state = "closing"
+            await asyncio.shield(call.close())
+        result = call.result(duration_ms=(time.monotonic() - started) * 1000)
+        result["final_state"] = final_state
+        result.update(
+            scenario=scenario.name,
+            scenario_file=scenario_source(scenario).get("path"),
+            scenario_sha256=scenario_source(scenario).get("sha256"),
+            steps=[step_summary(s) for s in scenario.steps],
+        )
+        checks = check_expectations(scenario.expect, result)
+        passed = all(c.passed for c in checks) and call.error is None
+        result["expectations"] = {
+            "passed": passed,
+            "checks": [asdict(c) for c in checks],
+        }
+        progress.state = final_state
+        progress.verdict = "PASS" if passed else "FAIL"
+        self.progress.done += 1
+        self.results.append(result)
+        if self._on_result is not None:
+            outcome = self._on_result(result)
+            if outcome is not None:
+                await outcome
+        if interrupted:
+            raise asyncio.CancelledError
+        return result
+
+    async def _run_timeline(
+        self, call: LoopbackCall, scenario: Scenario, progress: CallProgress
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        ticker = asyncio.create_task(_tick(progress, t0))
+        try:
+            for step in sorted(scenario.steps, key=lambda s: s.at):
+                if await _wait_or_end(call, t0 + step.at - loop.time()):
+                    return
+                await self._run_step(call, step)
+                if call.hung_up_by is not None:
+                    return
+            await _wait_or_end(call, t0 + scenario.duration - loop.time())
+        finally:
+            ticker.cancel()
+
+    async def _run_step(self, call: LoopbackCall, step: StepSpec) -> None:
+        side = None if step.side is None else Side(step.side)
+        params = step.params.model_dump(mode="json") if step.params is not None else {}
+        call.record_step(side, step.do, params)
+        await STEPS[step.do]().run(call, side, step.params)
+
+
+async def _wait_or_end(call: LoopbackCall, seconds: float) -> bool:
+    """Wait ``seconds``; True when the call ended meanwhile."""
+    if call.ended.is_set():
+        return True
+    if seconds <= 0:
+        return False
+    try:
+        await asyncio.wait_for(call.ended.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
+    return True
+
+
+async def _tick(progress: CallProgress, t0: float) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        progress.elapsed_s = loop.time() - t0
+        await asyncio.sleep(0.25)
+
+
+def step_summary(step: StepSpec) -> dict[str, Any]:
+    params = step.params.model_dump(mode="json") if step.params is not None else {}
+    return {"at_s": step.at, "do": step.do, "side": step.side, **params}
+
+
+def scenario_source(scenario: Scenario) -> dict[str, Any]:
+    source = getattr(scenario, "source", None)
+    if source is None:
+        return {}
+    if isinstance(source, dict):
+        return source
+    return {
+        "path": getattr(source, "path", None),
+        "sha256": getattr(source, "sha256", None),
+    }

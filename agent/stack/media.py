@@ -1,0 +1,229 @@
+"""The cheap media path: pre-encoded Opus out, RTP analysed in, nothing decoded.
+
+Plain aiortc encodes every 20 ms audio frame in a worker thread and decodes every
+received frame in another; the thread hand-offs, not the crypto, cap one process at
+about 14 calls. A test call needs real, decodable media on the wire but not fresh
+audio, so :class:`OpusPackets` encodes one second of a tone once per process and
+:class:`RtpAudioSender` loops those packets with correct RTP sequence numbers and
+timestamps (RFC 3550 §5.1, RFC 7587 for Opus). :class:`RtpAudioReceiver` takes the
+place of aiortc's ``RTCRtpReceiver`` on the DTLS transport's RTP router and hands
+each packet's (seq, timestamp, arrival) to a listener — optionally decoding the
+payload with aiortc's Opus decoder when a scenario asks for it.
+"""
+
+from __future__ import annotations
+
+import array
+import asyncio
+import fractions
+import functools
+import logging
+import math
+import random
+from collections.abc import Callable
+from typing import Any
+
+import av
+from aiortc.codecs.opus import OpusDecoder
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtp import (
+    AnyRtcpPacket,
+    RtcpSenderInfo,
+    RtcpSrPacket,
+    RtpPacket,
+)
+
+logger = logging.getLogger(__name__)
+
+OPUS_CLOCK_RATE = 48000
+#: one second of tone is looped; long enough that Opus sees real signal changes
+_LOOP_SECONDS = 1
+_TONE_HZ = 440.0
+_RTCP_INTERVAL_S = 1.0
+
+RtpListener = Callable[[int, int, int, float], None]
+"""(ssrc, sequence number, RTP timestamp, arrival time in ms on the call clock)."""
+
+
+@functools.cache
+def opus_packets(packet_ms: int) -> tuple[bytes, ...]:
+    """One second of a 440 Hz tone encoded as Opus frames of ``packet_ms``."""
+    codec = av.CodecContext.create("libopus", "w")
+    codec.sample_rate = OPUS_CLOCK_RATE
+    codec.format = "s16"
+    codec.layout = "mono"
+    codec.bit_rate = 32000
+    codec.time_base = fractions.Fraction(1, OPUS_CLOCK_RATE)
+    codec.options = {"application": "voip", "frame_duration": str(packet_ms)}
+    samples = OPUS_CLOCK_RATE * packet_ms // 1000
+    packets: list[bytes] = []
+    frames = _LOOP_SECONDS * 1000 // packet_ms
+    for i in range(frames):
+        pcm = array.array(
+            "h",
+            (
+                int(6000 * math.sin(2 * math.pi * _TONE_HZ * (i * samples + k) / 48000))
+                for k in range(samples)
+            ),
+        )
+        frame = av.AudioFrame(format="s16", layout="mono", samples=samples)
+        frame.planes[0].update(pcm.tobytes())
+        frame.sample_rate = OPUS_CLOCK_RATE
+        frame.pts = i * samples
+        frame.time_base = codec.time_base
+        packets.extend(bytes(p) for p in codec.encode(frame))
+    packets.extend(bytes(p) for p in codec.encode(None))
+    return tuple(packets[:frames])
+
+
+SendRtp = Callable[[bytes], Any]  # an awaitable-returning send (DTLS transport)
+
+
+class RtpAudioSender:
+    """Sends pre-encoded Opus at a steady pace, with RTCP sender reports.
+
+    Pacing is against the loop clock with an absolute schedule, so one late
+    wake-up does not shift every later packet (which would itself look like a
+    media gap to the far end). Sending stops quietly while the transport is not
+    connected (``ConnectionError``) and resumes when it is: a paused transport is
+    exactly what the far end's gap analysis must see, not an agent crash.
+    """
+
+    def __init__(
+        self,
+        *,
+        send: Callable[[bytes], Any],
+        ssrc: int,
+        payload_type: int,
+        packet_ms: int = 20,
+        rng: random.Random | None = None,
+    ) -> None:
+        rng = rng or random.Random()
+        self._send = send
+        self.ssrc = ssrc
+        self.payload_type = payload_type
+        self.packet_ms = packet_ms
+        self._payloads = opus_packets(packet_ms)
+        self._samples = OPUS_CLOCK_RATE * packet_ms // 1000
+        self._seq = rng.randrange(0, 1 << 16)
+        self._timestamp = rng.randrange(0, 1 << 32)
+        self._task: asyncio.Task[None] | None = None
+        self.packets_sent = 0
+        self.octets_sent = 0
+        self.send_errors = 0
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name=f"rtp-send-{self.ssrc}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.packet_ms / 1000
+        next_at = loop.time()
+        next_rtcp = next_at + _RTCP_INTERVAL_S
+        index = 0
+        while True:
+            packet = RtpPacket(
+                payload_type=self.payload_type,
+                marker=1 if index == 0 else 0,
+                sequence_number=self._seq,
+                timestamp=self._timestamp,
+                ssrc=self.ssrc,
+                payload=self._payloads[index % len(self._payloads)],
+            )
+            await self._transmit(packet.serialize())
+            self.packets_sent += 1
+            self.octets_sent += len(packet.payload)
+            index += 1
+            self._seq = (self._seq + 1) & 0xFFFF
+            self._timestamp = (self._timestamp + self._samples) & 0xFFFFFFFF
+            if loop.time() >= next_rtcp:
+                await self._send_sender_report()
+                next_rtcp += _RTCP_INTERVAL_S
+            next_at += interval
+            delay = next_at - loop.time()
+            if delay < -1.0:
+                # The loop stalled for over a second (debugger, overload): resync
+                # rather than bursting a second of packets at once.
+                next_at = loop.time()
+                delay = 0.0
+            await asyncio.sleep(max(delay, 0.0))
+
+    async def _transmit(self, data: bytes) -> None:
+        try:
+            await self._send(data)
+        except ConnectionError:
+            self.send_errors += 1
+
+    async def _send_sender_report(self) -> None:
+        ntp = _ntp_now()
+        report = RtcpSrPacket(
+            ssrc=self.ssrc,
+            sender_info=RtcpSenderInfo(
+                ntp_timestamp=ntp,
+                rtp_timestamp=self._timestamp,
+                packet_count=self.packets_sent & 0xFFFFFFFF,
+                octet_count=self.octets_sent & 0xFFFFFFFF,
+            ),
+        )
+        await self._transmit(bytes(report))
+
+
+def _ntp_now() -> int:
+    import time
+
+    now = time.time() + 2208988800  # NTP epoch is 1900 (RFC 5905 §6)
+    return (int(now) << 32) | int((now % 1) * (1 << 32))
+
+
+class RtpAudioReceiver:
+    """Stands where aiortc's ``RTCRtpReceiver`` stands on the RTP router.
+
+    It implements the three methods the router calls. Each packet goes to the
+    listener as (ssrc, seq, timestamp, arrival_ms); with ``decode`` the Opus
+    payload is also decoded inline, which proves the media is real at the cost
+    aiortc's receiver pays (minus its thread hand-off).
+    """
+
+    def __init__(
+        self,
+        *,
+        listener: RtpListener,
+        clock_ms: Callable[[], float],
+        decode: bool = False,
+    ) -> None:
+        self._listener = listener
+        self._clock_ms = clock_ms
+        self._decoder = OpusDecoder() if decode else None
+        self.frames_decoded = 0
+        self.decode_errors = 0
+        self.rtcp_packets = 0
+        self.disconnected = False
+
+    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        self._listener(
+            packet.ssrc, packet.sequence_number, packet.timestamp, self._clock_ms()
+        )
+        if self._decoder is not None:
+            try:
+                frames = self._decoder.decode(
+                    JitterFrame(data=packet.payload, timestamp=packet.timestamp)
+                )
+                self.frames_decoded += len(frames)
+            except (av.FFmpegError, ValueError):
+                self.decode_errors += 1
+
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+        self.rtcp_packets += 1
+
+    def _handle_disconnect(self) -> None:
+        self.disconnected = True

@@ -1,0 +1,1 @@
+"""Benchmarks for callagent; run ``python -m benchmarks.calls`` (see README.md)."""

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Set up callagent on a fresh Debian machine (Python 3.11, root): a virtualenv in
+# .venv with the pinned dependencies. `--dev` adds the test tools and the Debian
+# packages the tests need (headless Chromium as the reference remote peer,
+# iproute2/nftables/conntrack for the network lab). Idempotent: re-running is cheap.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+dev=0
+[ "${1:-}" = "--dev" ] && dev=1
+
+apt_install() {
+  # Install Debian packages that are missing; needs root (CI and dev machines are).
+  local missing=()
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "setup: installing Debian packages: ${missing[*]}"
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: need root to install ${missing[*]} (apt-get)" >&2
+    exit 1
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then
+  echo "setup: callagent needs Python >= 3.11 (found $("$PY" --version 2>&1))" >&2
+  exit 1
+fi
+if [ ! -x .venv/bin/python ]; then
+  if ! "$PY" -m venv .venv 2>/dev/null; then
+    rm -rf .venv
+    apt_install python3-venv
+    "$PY" -m venv .venv
+  fi
+fi
+.venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
+if [ $dev -eq 1 ]; then
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+  apt_install iproute2 nftables conntrack
+  bash scripts/install-chromium.sh
+else
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+fi
+echo "setup: ready ($(.venv/bin/callagent --version))"

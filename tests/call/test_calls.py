@@ -1,0 +1,90 @@
+"""Real loopback calls through the scenario runner: results as the report holds them."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from agent.scenario.loader import parse_scenario
+from agent.scenario.runner import ScenarioRunner
+
+SHORT = """
+name: short
+duration: 2s
+expect:
+  ice_restarts: 0
+  dtls_rehandshakes: 0
+  max_media_gap_ms: 100
+"""
+
+
+async def run(text: str, seed: int = 7) -> list[dict[str, Any]]:
+    runner = ScenarioRunner(seed=seed)
+    return await asyncio.wait_for(runner.run([parse_scenario(text)]), timeout=60)
+
+
+async def test_baseline_call_connects_counts_nothing_and_media_flows_both_ways() -> (
+    None
+):
+    (result,) = await run(SHORT)
+    assert result["connected"] and result["final_state"] == "connected"
+    assert result["expectations"]["passed"], result["expectations"]
+    for metric in ("ice_restarts", "dtls_rehandshakes"):
+        assert result["metrics"][metric] == {
+            "total": 0,
+            "local": 0,
+            "remote": 0,
+            "level": "good",
+        }
+    for direction in ("caller_to_callee", "callee_to_caller"):
+        media = result["media"][direction]
+        # 2 s of 20 ms packets is ~100; all of them arrive on loopback.
+        assert media["packets_received"] >= 90
+        assert media["packets_lost"] == 0
+        assert media["max_gap_ms"] < 100
+    assert 0 < result["setup_ms"] < 5000
+    # Both sides saw their own handshake and connection; the timeline is ordered.
+    types = {(e["side"], e["type"], e["detail"].get("state")) for e in result["events"]}
+    assert ("caller", "dtls_state", "connected") in types
+    assert ("callee", "connection_state", "connected") in types
+    times = [e["t_ms"] for e in result["events"]]
+    assert times == sorted(times)
+    assert result["sides"]["caller"]["selected_pair"]["local"].startswith("127.0.0.1:")
+    assert result["sides"]["callee"]["selected_pair"]["local"].startswith("127.0.0.2:")
+
+
+async def test_hangup_step_ends_the_call_early_and_is_on_the_timeline() -> None:
+    (result,) = await run(
+        """
+name: hang
+duration: 30s
+steps:
+  - {at: 500ms, do: hangup, side: callee}
+expect: {call_up: false}
+"""
+    )
+    assert result["hung_up_by"] == "callee"
+    assert result["duration_ms"] < 10_000
+    steps = [e for e in result["events"] if e["type"] == "step"]
+    assert steps and steps[0]["detail"]["do"] == "hangup"
+    assert result["sides"]["caller"]["final_state"] == "closed"
+
+
+async def test_unmet_expectation_fails_the_call_with_the_actual_value() -> None:
+    (result,) = await run(SHORT.replace("ice_restarts: 0", "ice_restarts: 1"))
+    assert not result["expectations"]["passed"]
+    failed = [c for c in result["expectations"]["checks"] if not c["passed"]]
+    assert [(c["name"], c["actual"]) for c in failed] == [("ice_restarts", "0")]
+
+
+async def test_concurrent_copies_each_get_their_own_seed_and_report() -> None:
+    results = await run(SHORT.replace("duration: 2s", "duration: 1s\ncalls: 3"))
+    assert sorted(r["id"] for r in results) == ["short#1", "short#2", "short#3"]
+    assert len({r["seed"] for r in results}) == 3
+    assert all(r["connected"] for r in results)
+
+
+async def test_same_seed_gives_same_call_seeds() -> None:
+    first = await run(SHORT.replace("duration: 2s", "duration: 1s"), seed=42)
+    again = await run(SHORT.replace("duration: 2s", "duration: 1s"), seed=42)
+    assert first[0]["seed"] == again[0]["seed"]

@@ -1,0 +1,176 @@
+"""ICE restarts for real (RFC 8445 §9): both directions, make-before-break,
+a dead old path, recovery policy, glare, and stable negotiated values."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+
+import pytest
+from test_peer import Recorder, make_peer
+
+from agent.stack.ice import WireDirection
+from agent.stack.peer import Peer, PeerState, RecoveryPolicy
+
+
+@dataclass
+class Blackhole:
+    """Drops everything both ways (a path that died)."""
+
+    dropped: int = 0
+
+    def admit(
+        self, direction: WireDirection, data: bytes, addr: tuple[str, int]
+    ) -> bool:
+        self.dropped += 1
+        return False
+
+
+async def connected_pair(**kwargs: object) -> tuple[Peer, Recorder, Peer, Recorder]:
+    caller, rec_a = make_peer("127.0.0.1", 11, **kwargs)
+    callee, rec_b = make_peer("127.0.0.2", 12, **kwargs)
+    caller.renegotiate = callee.accept_offer
+    callee.renegotiate = caller.accept_offer
+    answer = await callee.accept_offer(await caller.create_offer())
+    await caller.accept_answer(answer)
+    await asyncio.gather(caller.wait_connected(10), callee.wait_connected(10))
+    return caller, rec_a, callee, rec_b
+
+
+async def wait_state(
+    peer: Peer, recorder: Recorder, state: PeerState, timeout: float
+) -> None:
+    await recorder.until(lambda: peer.state is state, timeout)
+
+
+async def packets_after(recorder: Recorder, count: int, timeout: float = 5) -> None:
+    target = len(recorder.rtp) + count
+    await recorder.until(lambda: len(recorder.rtp) >= target, timeout)
+
+
+def ufrag(peer: Peer) -> str:
+    return str(peer.gatherer.getLocalParameters().usernameFragment)
+
+
+@pytest.mark.parametrize("restarting", ["caller", "callee"])
+async def test_restart_from_either_side_gives_a_new_generation_and_keeps_media(
+    restarting: str,
+) -> None:
+    caller, rec_a, callee, rec_b = await connected_pair()
+    try:
+        by_caller = restarting == "caller"
+        initiator, other = (caller, callee) if by_caller else (callee, caller)
+        rec_i, rec_o = (rec_a, rec_b) if by_caller else (rec_b, rec_a)
+        old = (ufrag(caller), ufrag(callee))
+        old_pair = caller.selected_pair
+        await packets_after(rec_o, 10)
+
+        assert await asyncio.wait_for(initiator.restart_ice(), 15)
+        await other.restart_settled(15)
+
+        # Both sides have new credentials and a new selected pair (new sockets).
+        assert ufrag(caller) != old[0] and ufrag(callee) != old[1]
+        assert caller.ice_generation == callee.ice_generation == 1
+        assert caller.selected_pair != old_pair
+        assert rec_i.restarts == [("started", 1, "local"), ("completed", 1, "")]
+        assert rec_o.restarts == [("started", 1, "remote"), ("completed", 1, "")]
+        # The DTLS association is kept, as browsers do: no new handshake.
+        assert caller.dtls.state == callee.dtls.state == "connected"
+        # Media keeps flowing both ways on the new generation.
+        await packets_after(rec_a, 25)
+        await packets_after(rec_b, 25)
+        assert caller.state is callee.state is PeerState.CONNECTED
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_reoffer_keeps_payload_type_and_extension_ids() -> None:
+    caller, _, callee, _ = await connected_pair()
+    try:
+        initial = caller._describe("offer", setup="auto")
+        restart = await caller.create_offer(ice_restart=True)
+
+        def media_lines(sdp: str) -> list[str]:
+            keep = ("a=rtpmap", "a=fmtp", "a=extmap", "a=mid", "m=audio")
+            return [
+                line.split(" ", 1)[0] if line.startswith("m=") else line
+                for line in sdp.splitlines()
+                if line.startswith(keep)
+            ]
+
+        assert media_lines(restart) == media_lines(initial)
+        assert [x for x in restart.splitlines() if x.startswith("a=ice-ufrag")] != [
+            x for x in initial.splitlines() if x.startswith("a=ice-ufrag")
+        ]
+        await caller.accept_answer(await callee.accept_offer(restart))
+        await caller.restart_settled(15)
+        assert caller.ice_generation == 1
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_dead_path_is_disconnected_quickly_and_a_restart_recovers() -> None:
+    caller, rec_a, callee, rec_b = await connected_pair()
+    try:
+        hole = Blackhole()
+        assert caller.current is not None
+        caller.current.connection.filters.append(hole)
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await wait_state(caller, rec_a, PeerState.DISCONNECTED, 5)
+        await wait_state(callee, rec_b, PeerState.DISCONNECTED, 5)
+        # Reported within the 2.5 s target after the path died.
+        assert loop.time() - t0 <= 2.5
+        before = len(rec_b.rtp)
+        assert await asyncio.wait_for(caller.restart_ice(trigger="step"), 15)
+        await wait_state(caller, rec_a, PeerState.CONNECTED, 5)
+        await wait_state(callee, rec_b, PeerState.CONNECTED, 5)
+        await packets_after(rec_b, 25)
+        await packets_after(rec_a, 25)
+        assert len(rec_b.rtp) > before and hole.dropped > 0
+        # The old generation is still blackholed: media came through the new one.
+        assert caller.current is not None
+        assert hole not in caller.current.connection.filters
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_recovery_policy_restarts_on_disconnected_by_itself() -> None:
+    caller, rec_a, callee, rec_b = await connected_pair(
+        recovery=RecoveryPolicy.RESTART_ON_DISCONNECTED
+    )
+    try:
+        assert caller.current is not None and callee.current is not None
+        caller.current.connection.filters.append(Blackhole())
+        await wait_state(caller, rec_a, PeerState.DISCONNECTED, 5)
+        await wait_state(caller, rec_a, PeerState.CONNECTED, 15)
+        await wait_state(callee, rec_b, PeerState.CONNECTED, 15)
+        await packets_after(rec_b, 25)
+        # Both sides may have wanted to restart; glare leaves exactly one new
+        # generation, and each side reports the restart once.
+        assert caller.ice_generation == callee.ice_generation == 1
+        completed = [r for r in rec_a.restarts if r[0] == "completed"]
+        assert completed == [("completed", 1, "")]
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_glare_leaves_one_generation() -> None:
+    caller, rec_a, callee, _ = await connected_pair()
+    try:
+        results = await asyncio.wait_for(
+            asyncio.gather(caller.restart_ice(), callee.restart_ice()), 20
+        )
+        await caller.restart_settled(15)
+        await callee.restart_settled(15)
+        assert sorted(results) == [False, True]
+        assert caller.ice_generation == callee.ice_generation == 1
+        await packets_after(rec_a, 25)
+        assert caller.state is callee.state is PeerState.CONNECTED
+    finally:
+        await caller.close()
+        await callee.close()

@@ -1,0 +1,1 @@
+"""Shared helpers for callagent tests (browser harness, tiny HTTP servers, data)."""
