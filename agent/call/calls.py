@@ -17,18 +17,20 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.errors import CallError
+from agent.errors import AgentError, CallError
 from agent.observe.correlate import build_timeline
 from agent.observe.model import EventType, Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
 from agent.report.writer import iso_timestamp
-from agent.stack.ice import SelectedPair
-from agent.stack.peer import Peer, PeerConfig
+from agent.stack.ice import CONSENT_INTERVAL_S, SelectedPair
+from agent.stack.peer import Peer, PeerConfig, RecoveryPolicy
+
+__all__ = ["Call", "CallConfig", "LoopbackCall", "RecoveryPolicy", "SideConfig"]
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +38,9 @@ logger = logging.getLogger(__name__)
 @dataclass
 class SideConfig:
     address: str
+    recovery: RecoveryPolicy = RecoveryPolicy.NONE
+    disconnected_after_s: float = 2.0
+    consent_interval_s: float = CONSENT_INTERVAL_S
 
 
 @dataclass
@@ -94,6 +99,9 @@ class Call:
                     packet_ms=config.packet_ms,
                     decode=config.decode,
                     rng=random.Random(rng.getrandbits(64)),
+                    recovery=sides[side].recovery,
+                    disconnected_after_s=sides[side].disconnected_after_s,
+                    consent_interval_s=sides[side].consent_interval_s,
                 ),
                 self.observers[side],
                 self.clock,
@@ -106,6 +114,8 @@ class Call:
         self.hung_up_by: Side | None = None
         self.ended = asyncio.Event()
         self._watchers: list[asyncio.Task[None]] = []
+        #: actions started by steps that outlive the step (an ICE restart)
+        self._actions: set[asyncio.Task[Any]] = set()
         self._end_snapshot: dict[Side, tuple[str, SelectedPair | None]] = {}
 
     # -- lifecycle --------------------------------------------------------
@@ -130,6 +140,9 @@ class Call:
         }
         for task in self._watchers:
             task.cancel()
+        for action in list(self._actions):
+            action.cancel()
+        await asyncio.gather(*self._actions, return_exceptions=True)
         for peer in self.peers.values():
             try:
                 await asyncio.wait_for(peer.close(), timeout=5)
@@ -143,6 +156,30 @@ class Call:
         self.hung_up_by = side
         self.note(side, "hangup")
         await self.peers[side].close()
+
+    async def restart_ice(self, side: Side, cause: str | None) -> None:
+        """``side`` restarts ICE (new ufrag/pwd, new generation); returns once the
+        re-offer is under way. The observers record how the restart ends."""
+        peer = self.peers.get(side)
+        if peer is None:
+            raise CallError(f"the {side} is not played by the agent in this call")
+        self._start_action(
+            peer.restart_ice(trigger="step", cause=cause or "manual"),
+            f"{peer.name}: ICE restart",
+        )
+        await asyncio.sleep(0)
+
+    def _start_action(self, coro: Awaitable[Any], what: str) -> None:
+        async def guarded() -> None:
+            try:
+                await coro
+            except AgentError as exc:
+                logger.info("%s failed: %s", what, exc)
+                self.note(None, f"{what} failed: {exc}")
+
+        task = asyncio.create_task(guarded())
+        self._actions.add(task)
+        task.add_done_callback(self._actions.discard)
 
     def observer(self, side: Side | None) -> PeerObserver:
         """The observer for ``side``; the local one if the agent is not ``side``."""
@@ -251,6 +288,9 @@ class LoopbackCall(Call):
     async def connect(self) -> None:
         """Offer/answer in-process, then wait until both sides are connected."""
         caller, callee = self.peers[Side.CALLER], self.peers[Side.CALLEE]
+        # Renegotiations either side starts (ICE restarts) go to the other.
+        caller.renegotiate = callee.accept_offer
+        callee.renegotiate = caller.accept_offer
         try:
             answer = await callee.accept_offer(await caller.create_offer())
             await caller.accept_answer(answer)

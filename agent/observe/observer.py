@@ -156,7 +156,8 @@ class PeerObserver:
         self._restart_spans[generation] = self.open_span(
             EventType.ICE_RESTART,
             Initiator(initiator),
-            cause or ("ice_restart" if trigger == "step" else trigger),
+            # A far end does not say why it restarted: unknown, not "remote".
+            cause or {"step": "manual", "remote": None}.get(trigger, trigger),
             generation=generation,
             trigger=trigger,
         )

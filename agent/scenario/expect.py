@@ -18,6 +18,7 @@ Report keys read (one call)::
     connected, final_state, ended_early, setup_ms
     metrics.{ice_restarts,dtls_rehandshakes}.{total,level}
     metrics.selected_pair_changes
+    local_side, events[].{type,side,initiator,cause}
     media.{caller_to_callee,callee_to_caller}.{max_gap_ms,packets_lost}
 """
 
@@ -27,7 +28,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.scenario.model import CountRange, Expectations
+from agent.scenario.model import CountRange, Expectations, SideCounts
 
 __all__ = ["DIRECTIONS", "Check", "check_expectations"]
 
@@ -105,6 +106,64 @@ def _level(metric: str, result: Mapping[str, Any], want: str) -> Check:
     return Check(f"levels.{metric}", want, str(actual), str(actual) == want)
 
 
+#: the event type each contract metric counts
+_EVENT_TYPE = {"ice_restarts": "ice_restart", "dtls_rehandshakes": "dtls_rehandshake"}
+
+
+def _counted_events(
+    result: Mapping[str, Any], metric: str
+) -> list[Mapping[str, Any]] | None:
+    """The events behind ``metrics.<metric>``: the local side's, of its type."""
+    events = result.get("events")
+    local = result.get("local_side")
+    if not isinstance(events, list) or not isinstance(local, str):
+        return None
+    return [
+        e
+        for e in events
+        if isinstance(e, Mapping)
+        and e.get("type") == _EVENT_TYPE[metric]
+        and e.get("side") == local
+    ]
+
+
+def _initiator_side(event: Mapping[str, Any], local: str) -> str:
+    initiator = event.get("initiator")
+    if initiator == "local":
+        return local
+    if initiator == "remote":
+        return "callee" if local == "caller" else "caller"
+    return str(initiator)
+
+
+def _initiated_by(
+    metric: str, result: Mapping[str, Any], want: SideCounts
+) -> Iterator[Check]:
+    events = _counted_events(result, metric)
+    local = str(result.get("local_side"))
+    for who in ("caller", "callee", "network"):
+        wanted: CountRange | None = getattr(want, who)
+        if wanted is None:
+            continue
+        name = f"initiated_by.{metric}.{who}"
+        if events is None:
+            yield Check(name, str(wanted), _NOT_MEASURED, False)
+            continue
+        count = sum(1 for e in events if _initiator_side(e, local) == who)
+        yield Check(name, str(wanted), str(count), wanted.contains(count))
+
+
+def _cause(metric: str, result: Mapping[str, Any], want: str) -> Check:
+    name = f"causes.{metric}"
+    events = _counted_events(result, metric)
+    if events is None:
+        return Check(name, want, _NOT_MEASURED, False)
+    if not events:
+        return Check(name, want, "no events", False)
+    causes = sorted({str(e.get("cause")) for e in events})
+    return Check(name, want, ", ".join(causes), causes == [want])
+
+
 def _per_direction(result: Mapping[str, Any], key: str) -> dict[str, float | None]:
     return {d: _number(_lookup(result, f"media.{d}.{key}")) for d in DIRECTIONS}
 
@@ -159,6 +218,13 @@ def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
         level = getattr(expect.levels, metric)
         if level is not None:
             yield _level(metric, result, str(level))
+    for metric in ("ice_restarts", "dtls_rehandshakes"):
+        by_side = getattr(expect.initiated_by, metric)
+        if by_side is not None:
+            yield from _initiated_by(metric, result, by_side)
+        cause = getattr(expect.causes, metric)
+        if cause is not None:
+            yield _cause(metric, result, cause)
     if expect.max_media_gap_ms is not None:
         yield _max_media_gap(result, expect.max_media_gap_ms)
     if expect.max_packets_lost is not None:

@@ -205,6 +205,10 @@ def _describe(error: ErrorDetails) -> str:
             return f"must be at most {describe_value(ctx.get('le'))}, {got}"
         case "ip_v4_address":
             return f"expected an IPv4 address such as 127.0.0.2, {got}"
+        case "string_pattern_mismatch":
+            return (
+                f"expected a lowercase name like nat_rebind (letters, digits, _), {got}"
+            )
         case "recursion_loop":
             return "refers to itself (a YAML alias loop)"
     # Our own PydanticCustomErrors arrive phrased; an unforeseen built-in one

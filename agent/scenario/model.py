@@ -49,6 +49,7 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
+    StringConstraints,
     model_serializer,
     model_validator,
 )
@@ -147,6 +148,12 @@ class PeerSettings(Section):
     """One peer of a loopback call. New per-peer knobs are one field here."""
 
     address: LoopbackAddress
+    #: what the peer does when its path dies, as apps do with restartIce()
+    recovery: Literal["none", "restart_on_disconnected", "restart_on_failed"] = "none"
+    #: nothing received this long on the selected pair -> ``disconnected``
+    disconnected_after: PositiveDuration = 2.0
+    #: RFC 7675 consent check interval (also the NAT keepalive)
+    consent_interval: PositiveDuration = 5.0
 
 
 #: Distinct loopback addresses by default, so a capture tells the sides apart.
@@ -327,6 +334,32 @@ class LevelExpectations(Section):
     dtls_rehandshakes: Level | None = None
 
 
+class SideCounts(Section):
+    """Expected counts of one metric by the side that initiated them."""
+
+    caller: CountRange | None = None
+    callee: CountRange | None = None
+    #: faults nobody chose (initiator ``network``)
+    network: CountRange | None = None
+
+
+class InitiatorExpectations(Section):
+    """Who started the counted events: ``{ice_restarts: {caller: 1}}``."""
+
+    ice_restarts: SideCounts | None = None
+    dtls_rehandshakes: SideCounts | None = None
+
+
+CauseName = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
+class CauseExpectations(Section):
+    """The cause every counted event of a metric must carry."""
+
+    ice_restarts: CauseName | None = None
+    dtls_rehandshakes: CauseName | None = None
+
+
 class Expectations(Section):
     """What one call's report must show for the scenario to pass.
 
@@ -340,6 +373,10 @@ class Expectations(Section):
     dtls_rehandshakes: CountRange | None = None
     selected_pair_changes: CountRange | None = None
     levels: LevelExpectations = LevelExpectations()
+    #: counted events by the side that started them
+    initiated_by: InitiatorExpectations = InitiatorExpectations()
+    #: the cause each counted event is attributed to
+    causes: CauseExpectations = CauseExpectations()
     #: the longest gap seen by either receiver
     max_media_gap_ms: NonNegativeMilliseconds | None = None
     #: packets lost in both directions together

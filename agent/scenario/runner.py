@@ -18,12 +18,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.call.calls import CallConfig, LoopbackCall, SideConfig
+from agent.call.calls import CallConfig, LoopbackCall, RecoveryPolicy, SideConfig
 from agent.errors import AgentError
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings
 from agent.scenario.expect import check_expectations
-from agent.scenario.model import Scenario, StepSpec
+from agent.scenario.model import PeerSettings, Scenario, StepSpec
 from agent.scenario.steps import STEPS
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ def call_config(scenario: Scenario, call_id: str, seed: int) -> CallConfig:
     media = scenario.media
     return CallConfig(
         call_id=call_id,
-        caller=SideConfig(str(scenario.peers.caller.address)),
-        callee=SideConfig(str(scenario.peers.callee.address)),
+        caller=side_config(scenario.peers.caller),
+        callee=side_config(scenario.peers.callee),
         audio=media.audio,
         packet_ms=media.packet_ms,
         decode=media.decode,
@@ -65,6 +65,15 @@ def call_config(scenario: Scenario, call_id: str, seed: int) -> CallConfig:
         ),
         thresholds=scenario_thresholds(scenario),
         seed=seed,
+    )
+
+
+def side_config(peer: PeerSettings) -> SideConfig:
+    return SideConfig(
+        address=str(peer.address),
+        recovery=RecoveryPolicy(peer.recovery),
+        disconnected_after_s=peer.disconnected_after,
+        consent_interval_s=peer.consent_interval,
     )
 
 

@@ -28,9 +28,9 @@ from __future__ import annotations
 
 import abc
 import re
-from typing import ClassVar, Literal, Protocol, TypeVar
+from typing import Annotated, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, StringConstraints
 
 from agent.observe.model import Side
 
@@ -38,6 +38,7 @@ __all__ = [
     "RESERVED_KEYS",
     "STEPS",
     "Hangup",
+    "IceRestart",
     "Noop",
     "SidePolicy",
     "Step",
@@ -69,6 +70,10 @@ class StepTarget(Protocol):
 
     def note(self, side: Side | None, text: str) -> None:
         """Put a free-text note on the call's timeline (``None``: the call)."""
+        ...
+
+    async def restart_ice(self, side: Side, cause: str | None) -> None:
+        """``side`` starts an ICE restart (RFC 8445 §9) by re-offering."""
         ...
 
 
@@ -201,3 +206,31 @@ class Hangup(Step):
         if side is None:
             raise ValueError("hangup needs a side")
         await target.hangup(side)
+
+
+class IceRestartParams(StepParams):
+    #: what the restart stands for on the timeline (default ``manual``)
+    cause: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")] | None = None
+
+
+@register
+class IceRestart(Step):
+    """``side`` restarts ICE: new ufrag/pwd, new candidates, new checks.
+
+    The step returns once the re-offer is under way; the restart itself
+    completes (or fails) on the call, make-before-break, and the observers
+    record it with ``trigger: step``. The DTLS association is kept.
+    """
+
+    name = "ice.restart"
+    side = "required"
+    Params = IceRestartParams
+    summary = "the given side restarts ICE (re-offer with new ufrag/pwd)"
+
+    async def run(
+        self, target: StepTarget, side: Side | None, params: BaseModel
+    ) -> None:
+        if side is None:
+            raise ValueError("ice.restart needs a side")
+        assert isinstance(params, IceRestartParams)
+        await target.restart_ice(side, params.cause)

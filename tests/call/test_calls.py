@@ -88,3 +88,47 @@ async def test_same_seed_gives_same_call_seeds() -> None:
     first = await run(SHORT.replace("duration: 2s", "duration: 1s"), seed=42)
     again = await run(SHORT.replace("duration: 2s", "duration: 1s"), seed=42)
     assert first[0]["seed"] == again[0]["seed"]
+
+
+RESTART = """
+name: restart
+duration: 3s
+peers:
+  caller: {disconnected_after: 1s, consent_interval: 1s}
+steps:
+  - {at: 1s, do: ice.restart, side: SIDE, cause: path_change}
+expect:
+  ice_restarts: 1
+  initiated_by:
+    ice_restarts: {SIDE: 1}
+  causes:
+    ice_restarts: CAUSE
+  dtls_rehandshakes: 0
+  levels: {ice_restarts: warning}
+"""
+
+
+async def test_ice_restart_step_is_counted_once_with_initiator_and_outcome() -> None:
+    for side, local_cause in (("caller", "path_change"), ("callee", "None")):
+        text = RESTART.replace("SIDE", side).replace("CAUSE", "path_change")
+        (result,) = await run(text)
+        restarts = [e for e in result["events"] if e["type"] == "ice_restart"]
+        # One restart, seen by both observers: local on one, remote on the other.
+        assert sorted((e["side"], e["initiator"]) for e in restarts) == sorted(
+            [(side, "local"), ("callee" if side == "caller" else "caller", "remote")]
+        )
+        for event in restarts:
+            assert event["detail"]["outcome"] == "completed"
+            assert event["detail"]["generation"] == 1
+            assert 0 < event["detail"]["duration_ms"] < 2000
+        local = next(e for e in restarts if e["side"] == "caller")
+        assert str(local["cause"]) == local_cause
+        assert result["metrics"]["ice_restarts"]["total"] == 1
+        assert result["final_state"] == "connected"
+        # Make-before-break: no gap worth the name in either direction.
+        for direction in ("caller_to_callee", "callee_to_caller"):
+            assert result["media"][direction]["max_gap_ms"] < 200
+        checks = {c["name"]: c for c in result["expectations"]["checks"]}
+        assert checks["initiated_by.ice_restarts." + side]["passed"]
+        # The far end never says why: only the caller's own restart has a cause.
+        assert checks["causes.ice_restarts"]["passed"] is (side == "caller")

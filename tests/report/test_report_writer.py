@@ -260,22 +260,6 @@ def test_unwritable_path_is_one_clear_agent_error(
     assert "\n" not in message
 
 
-@pytest.mark.skipif(
-    hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions"
-)
-def test_read_only_directory_is_a_report_error(
-    tmp_path: Path, meta: dict[str, Any]
-) -> None:
-    directory = tmp_path / "ro"
-    directory.mkdir()
-    directory.chmod(0o500)
-    try:
-        with pytest.raises(ReportError, match="Permission denied"):
-            ReportWriter(directory / "report.json").begin(meta)
-    finally:
-        directory.chmod(0o700)
-
-
 def test_report_directory_path_is_a_report_error(
     tmp_path: Path, meta: dict[str, Any]
 ) -> None:

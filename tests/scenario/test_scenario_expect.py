@@ -211,3 +211,63 @@ def test_check_is_a_frozen_dataclass() -> None:
         "actual": "b",
         "passed": True,
     }
+
+
+def restart(side: str, initiator: str, cause: str | None) -> dict[str, Any]:
+    return {"type": "ice_restart", "side": side, "initiator": initiator, "cause": cause}
+
+
+def with_events(*events: dict[str, Any], local_side: str = "caller") -> dict[str, Any]:
+    return report(events=list(events), local_side=local_side)
+
+
+def test_initiated_by_counts_the_local_sides_events_by_who_started_them() -> None:
+    expect = {"initiated_by": {"ice_restarts": {"caller": 1, "callee": 0}}}
+    # The callee's observer sees the same restart as remote: not counted twice.
+    seen = with_events(
+        restart("caller", "local", "manual"), restart("callee", "remote", None)
+    )
+    assert [c.passed for c in checks(expect, seen)][-2:] == [True, True]
+    by_callee = with_events(
+        restart("caller", "remote", None), restart("callee", "local", "manual")
+    )
+    assert only(expect, by_callee, "initiated_by.ice_restarts.caller") == Check(
+        "initiated_by.ice_restarts.caller", "1", "0", False
+    )
+    assert only(expect, by_callee, "initiated_by.ice_restarts.callee") == Check(
+        "initiated_by.ice_restarts.callee", "0", "1", False
+    )
+
+
+def test_initiated_by_follows_the_local_side_and_network_faults() -> None:
+    expect = {"initiated_by": {"ice_restarts": {"caller": 1, "network": 1}}}
+    seen = with_events(
+        restart("callee", "remote", None),
+        restart("callee", "network", "nat_rebind"),
+        local_side="callee",
+    )
+    assert all(c.passed for c in checks(expect, seen))
+
+
+def test_initiated_by_without_events_is_not_measured() -> None:
+    expect = {"initiated_by": {"dtls_rehandshakes": {"callee": 0}}}
+    check = only(expect, report(), "initiated_by.dtls_rehandshakes.callee")
+    assert check == Check(
+        "initiated_by.dtls_rehandshakes.callee", "0", "not measured", False
+    )
+
+
+def test_causes_need_every_counted_event_to_carry_the_cause() -> None:
+    expect = {"causes": {"ice_restarts": "nat_timeout"}}
+    name = "causes.ice_restarts"
+    good = with_events(restart("caller", "local", "nat_timeout"))
+    assert only(expect, good, name) == Check(name, "nat_timeout", "nat_timeout", True)
+    mixed = with_events(
+        restart("caller", "local", "nat_timeout"), restart("caller", "local", "manual")
+    )
+    assert only(expect, mixed, name) == Check(
+        name, "nat_timeout", "manual, nat_timeout", False
+    )
+    assert only(expect, with_events(), name) == Check(
+        name, "nat_timeout", "no events", False
+    )

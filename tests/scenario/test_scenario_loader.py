@@ -227,8 +227,20 @@ def test_full_example_values() -> None:
     assert [(s.at, s.do, s.side) for s in scenario.steps] == [
         (0.0, "noop", None),
         (0.5, "noop", None),
+        (10.0, "ice.restart", "caller"),
         (60.0, "hangup", "callee"),
     ]
+    assert scenario.steps[2].params.model_dump() == {"cause": "nat_rebind"}
+    caller = scenario.peers.caller
+    assert (caller.recovery, caller.disconnected_after, caller.consent_interval) == (
+        "restart_on_disconnected",
+        1.5,
+        2.0,
+    )
+    assert scenario.peers.callee.recovery == "none"
+    by_side = scenario.expect.initiated_by.ice_restarts
+    assert by_side is not None and str(by_side.network) == "<= 0"
+    assert scenario.expect.causes.ice_restarts == "nat_rebind"
     assert str(scenario.expect.ice_restarts) == "0..1"
     assert str(scenario.expect.dtls_rehandshakes) == "0"
     assert scenario.thresholds.dtls_rehandshakes.critical == 3
