@@ -35,6 +35,10 @@ __all__ = ["Call", "CallConfig", "LoopbackCall", "RecoveryPolicy", "SideConfig"]
 logger = logging.getLogger(__name__)
 
 
+#: After one side hangs up, how long the other side gets to notice.
+HANGUP_GRACE_S = 3.0
+
+
 @dataclass
 class SideConfig:
     address: str
@@ -119,6 +123,10 @@ class Call:
         self._end_snapshot: dict[Side, tuple[str, SelectedPair | None]] = {}
 
     # -- lifecycle --------------------------------------------------------
+    async def connect(self) -> None:
+        """Signal the call and wait until it is connected; each kind says how."""
+        raise NotImplementedError
+
     async def wait_connected(self) -> None:
         """Wait until every agent side is connected; then watch for the end."""
         timeout = self.config.connect_timeout_s
@@ -156,6 +164,16 @@ class Call:
         self.hung_up_by = side
         self.note(side, "hangup")
         await self.peers[side].close()
+        # Let the far end notice (close_notify, then its revive window) so the
+        # report shows how it ended, not how our teardown cut it short.
+        others = [peer for s, peer in self.peers.items() if s is not side]
+        try:
+            await asyncio.wait_for(
+                asyncio.gather(*(peer.ended.wait() for peer in others)),
+                HANGUP_GRACE_S,
+            )
+        except TimeoutError:
+            pass
 
     async def restart_ice(self, side: Side, cause: str | None) -> None:
         """``side`` restarts ICE (new ufrag/pwd, new generation); returns once the
@@ -219,6 +237,7 @@ class Call:
                 "selected_pair": None if pair is None else pair.to_dict(),
                 "final_state": state,
                 "certificate": certificate_info(peer),
+                "certificates": peer.certificates,
                 "packets_sent": 0 if peer.sender is None else peer.sender.packets_sent,
                 "frames_decoded": (
                     None

@@ -5,6 +5,9 @@ is unit-tested without sockets.
 
 Rules (DESIGN.md):
 
+* When both sides are observed, a remote-initiated restart or rehandshake of
+  unknown cause takes the cause the initiating side recorded for it
+  (``detail.cause_from`` names that side).
 * A DTLS rehandshake that starts within ``window_ms`` after an ICE restart seen by
   the same side is *triggered by ICE, not DTLS itself*: it gets
   ``detail.triggered_by = "ice_restart"``, ``detail.correlated_with`` (the
@@ -22,13 +25,49 @@ import dataclasses
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from agent.observe.model import Event, EventType
+from agent.observe.model import Event, EventType, Initiator
 
 #: Default window in which a rehandshake is attributed to a preceding restart.
 CORRELATION_WINDOW_MS = 5000.0
 #: Media resumes a little after the signalling says "done"; look that far past.
 GAP_SLACK_MS = 1500.0
 DIRECTIONS = ("caller_to_callee", "callee_to_caller")
+
+
+#: Both sides see one restart/rehandshake within this long of each other.
+SAME_EVENT_WINDOW_MS = 2000.0
+
+
+def share_causes(
+    events: Sequence[Event], window_ms: float = SAME_EVENT_WINDOW_MS
+) -> list[Event]:
+    """Give a remote-initiated event of unknown cause the cause its initiator
+    recorded, when both sides are observed (a loopback call): the far end's
+    observer knows *why* it restarted; the near end only sees *that* it did."""
+    out: list[Event] = []
+    for event in events:
+        if (
+            event.type in (EventType.ICE_RESTART, EventType.DTLS_REHANDSHAKE)
+            and event.cause is None
+            and event.initiator is Initiator.REMOTE
+        ):
+            origin = next(
+                (
+                    e
+                    for e in events
+                    if e.type is event.type
+                    and e.side is not event.side
+                    and e.initiator is Initiator.LOCAL
+                    and e.cause is not None
+                    and abs(e.t_ms - event.t_ms) <= window_ms
+                ),
+                None,
+            )
+            if origin is not None:
+                detail = {**event.detail, "cause_from": str(origin.side)}
+                event = dataclasses.replace(event, cause=origin.cause, detail=detail)
+        out.append(event)
+    return out
 
 
 def attribute_rehandshakes(
@@ -106,4 +145,4 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 def build_timeline(*sides: Sequence[Event]) -> list[Event]:
     """Merge the sides' events in time order and apply both attributions."""
     merged = sorted((e for side in sides for e in side), key=lambda e: e.t_ms)
-    return attach_media_gaps(attribute_rehandshakes(merged))
+    return attach_media_gaps(attribute_rehandshakes(share_causes(merged)))

@@ -93,6 +93,7 @@ class PeerObserver:
         self.connected_at_ms: float | None = None
         self.state: PeerState = PeerState.NEW
         self._dtls_established = False
+        self._dtls_span: Span | None = None
 
     # -- recording helpers ------------------------------------------------
     def record(
@@ -190,6 +191,47 @@ class PeerObserver:
         if state == "connected" and not self._dtls_established:
             self._dtls_established = True
             self._handshakes.mark_established()
+
+    def on_dtls_rehandshake_started(
+        self, initiator: str, trigger: str, cause: str | None
+    ) -> None:
+        wire = next(
+            (
+                s
+                for s in self.open_spans(EventType.DTLS_REHANDSHAKE)
+                if s.detail.get("detected_by") == "wire"
+            ),
+            None,
+        )
+        if wire is not None and initiator == "remote":
+            # The wire tap saw the far end's ClientHello before the stack did.
+            wire.cause = cause
+            wire.detail.update(trigger=trigger, detected_by="wire+stack")
+            self._dtls_span = wire
+            return
+        self._dtls_span = self.open_span(
+            EventType.DTLS_REHANDSHAKE,
+            Initiator(initiator),
+            cause,
+            trigger=trigger,
+            detected_by="stack",
+        )
+
+    def on_dtls_rehandshake_ended(self, outcome: str, detail: dict[str, Any]) -> None:
+        span, self._dtls_span = self._dtls_span, None
+        if span is not None:
+            self.close_span(span, Outcome(outcome), **detail)
+
+    def on_certificate(self, info: dict[str, Any]) -> None:
+        # The validity windows are in the report's sides.<side>.certificates;
+        # the timeline shows an expired certificate that stays in use.
+        if info.get("expired"):
+            self.record(
+                EventType.NOTE,
+                cause="cert_expiry",
+                text="certificate expired; kept in use",
+                fingerprint_sha256=info.get("fingerprint_sha256"),
+            )
 
     def on_connection_state(self, state: PeerState) -> None:
         self.state = state

@@ -23,13 +23,14 @@ connected, disconnected, failed, closed.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import enum
 import logging
 import random
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol, cast
+from typing import Any, Protocol
 
 from aiortc import (
     RTCCertificate,
@@ -38,7 +39,6 @@ from aiortc import (
     RTCIceTransport,
     sdp,
 )
-from aiortc.rtcdtlstransport import RTCDtlsTransport
 from aiortc.rtcrtpparameters import (
     RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
@@ -47,6 +47,12 @@ from aiortc.rtcrtpparameters import (
 )
 
 from agent.errors import CallError, SignalingError
+from agent.stack.dtls import (
+    DtlsAssociation,
+    SrtpTransport,
+    make_certificate,
+    sha256_fingerprint,
+)
 from agent.stack.ice import (
     CONSENT_INTERVAL_S,
     AgentIceConnection,
@@ -97,6 +103,13 @@ class PeerListener(Protocol):
     def on_ice_restart_ended(
         self, generation: int, outcome: str, pair: SelectedPair | None
     ) -> None: ...
+    def on_dtls_rehandshake_started(
+        self, initiator: str, trigger: str, cause: str | None
+    ) -> None: ...
+    def on_dtls_rehandshake_ended(
+        self, outcome: str, detail: dict[str, Any]
+    ) -> None: ...
+    def on_certificate(self, info: dict[str, Any]) -> None: ...
     def on_wire(self, direction: WireDirection, data: bytes) -> None: ...
     def on_rtp(
         self, ssrc: int, seq: int, timestamp: int, arrival_ms: float
@@ -131,11 +144,37 @@ class NullListener:
     ) -> None:
         pass
 
+    def on_dtls_rehandshake_started(
+        self, initiator: str, trigger: str, cause: str | None
+    ) -> None:
+        pass
+
+    def on_dtls_rehandshake_ended(self, outcome: str, detail: dict[str, Any]) -> None:
+        pass
+
+    def on_certificate(self, info: dict[str, Any]) -> None:
+        pass
+
     def on_wire(self, direction: WireDirection, data: bytes) -> None:
         pass
 
     def on_rtp(self, ssrc: int, seq: int, timestamp: int, arrival_ms: float) -> None:
         pass
+
+
+class CertExpiryPolicy(enum.StrEnum):
+    """What a peer does when its DTLS certificate expires mid-call."""
+
+    ROTATE = "rotate"  # new certificate, re-offer, rehandshake (cause cert_expiry)
+    KEEP = "keep"  # keep using it; the report says it expired
+
+
+class FarEndProfile(enum.StrEnum):
+    """DTLS behaviour of equipment seen in the field, for the answering side."""
+
+    NEVER = "never"  # like browsers: the association rides across everything
+    ON_ICE_RESTART = "rehandshake_on_ice_restart"
+    ON_SOURCE_CHANGE = "rehandshake_on_source_change"
 
 
 class RecoveryPolicy(enum.StrEnum):
@@ -163,6 +202,12 @@ class PeerConfig:
     recovery: RecoveryPolicy = RecoveryPolicy.NONE
     #: a new generation not selected within this long is a failed restart
     restart_timeout_s: float = 10.0
+    #: lifetime of the first certificate (None: 30 days)
+    certificate_lifetime_s: float | None = None
+    cert_expiry: CertExpiryPolicy = CertExpiryPolicy.ROTATE
+    dtls_profile: FarEndProfile = FarEndProfile.NEVER
+    #: largest DTLS datagram we send (handshake flights are packed up to it)
+    dtls_mtu: int = 1200
 
 
 @dataclass(eq=False)
@@ -220,11 +265,22 @@ def parse_sdp(text: str, kind: str) -> sdp.SessionDescription:
         raise SignalingError(f"remote {kind} is not SDP (it must start with 'v=0')")
     try:
         description = sdp.SessionDescription.parse(text)
-    except (ValueError, KeyError, IndexError, TypeError, AttributeError) as exc:
-        raise SignalingError(f"remote {kind} SDP is malformed: {exc}") from exc
+    except (
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+        AssertionError,  # aiortc's parser asserts on lines it cannot match
+    ) as exc:
+        reason = str(exc) or "a line does not have the expected form"
+        raise SignalingError(f"remote {kind} SDP is malformed: {reason}") from exc
     description.type = kind
     return description
 
+
+#: Lifetime of certificates we make unless a scenario says otherwise.
+DEFAULT_CERT_LIFETIME_S = 30 * 86400.0
 
 #: After a restart selects its pair, the old generation keeps receiving this
 #: long, so packets already in flight on the old path are not lost.
@@ -248,12 +304,20 @@ class Peer:
         self.name = name
         self._listener = listener
         self._clock_ms = clock_ms
-        self.certificate = RTCCertificate.generateCertificate()
-        self.mux = IceMux()
-        # aiortc's DTLS transport only uses role/_recv/_send of its ICE transport.
-        self.dtls = RTCDtlsTransport(
-            cast(RTCIceTransport, self.mux), [self.certificate]
+        self.certificate = make_certificate(
+            config.certificate_lifetime_s or DEFAULT_CERT_LIFETIME_S
         )
+        self.certificates: list[dict[str, Any]] = []
+        self.mux = IceMux()
+        self.dtls = SrtpTransport(
+            self.mux,
+            self.certificate,
+            self,
+            name=f"{name}-dtls",
+            mtu=config.dtls_mtu,
+        )
+        self._expiry: asyncio.TimerHandle | None = None
+        self._pairs: dict[int, SelectedPair] = {}
         self.ssrc = config.rng.randrange(1, 1 << 32)
         self.cname = str(uuid.UUID(int=config.rng.getrandbits(128)))
         self._session_id = config.rng.randrange(1, 1 << 62)
@@ -281,10 +345,22 @@ class Peer:
         self.restart_idle.set()
         self._local_offer_pending = False
         self._rolled_back = False
-        self.dtls.on("statechange", self._on_dtls_state)
+        self._record_certificate(self.certificate, "initial")
         self._new_generation()
 
     # -- generations -------------------------------------------------------
+    def _on_selected_pair(self, pair: SelectedPair, number: int) -> None:
+        previous = self._pairs.get(number)
+        self._pairs[number] = pair
+        self._listener.on_selected_pair(pair, number)
+        if (
+            previous is not None
+            and previous.remote != pair.remote
+            and self.config.dtls_profile is FarEndProfile.ON_SOURCE_CHANGE
+        ):
+            # Equipment that ties DTLS state to the remote address.
+            self._far_end_rehandshake("source_change", "source_change")
+
     def _new_generation(
         self, restart: tuple[str, str, str | None] | None = None
     ) -> IceGeneration:
@@ -305,9 +381,7 @@ class Peer:
             connection.ice_controlling = first.ice_controlling
             connection.tie_breaker = first.tie_breaker
         connection.wire_tap = self._listener.on_wire
-        connection.pair_listener = lambda pair: self._listener.on_selected_pair(
-            pair, number
-        )
+        connection.pair_listener = lambda pair: self._on_selected_pair(pair, number)
         gatherer.on(
             "statechange",
             lambda: self._listener.on_ice_gathering(gatherer.state, number),
@@ -380,7 +454,10 @@ class Peer:
             self._new_generation(("local", trigger, cause))
         self._local_offer_pending = True
         await self._negotiating.gatherer.gather()
-        return self._describe("offer", setup="auto")
+        # Subsequent offers keep the DTLS role (JSEP §5.2.2: setup is the
+        # current role), so a re-offer never swaps client and server.
+        setup = "auto" if self.current is None else self.negotiated.dtls_role
+        return self._describe("offer", setup=setup)
 
     async def accept_offer(self, offer_sdp: str) -> str:
         """Apply a remote offer (initial or re-offer) and return our answer."""
@@ -392,6 +469,7 @@ class Peer:
         assert audio.ice is not None
         if self._local_offer_pending:
             self._resolve_glare()
+        initial = self.negotiated is None
         if self.negotiated is None:
             self._negotiate_from_offer(audio)
         else:
@@ -408,18 +486,47 @@ class Peer:
         self._offer_order = offer.media
         generation = self._negotiating
         await self._apply_remote_transport(generation, audio)
-        if self._remote_dtls is None or generation.number == 0:
+        if initial:
             # The answerer picks the DTLS role; like browsers we take "client"
             # (a=setup:active, RFC 8842 §5.3) unless the offer forbids it.
             remote_setup = audio.dtls.role if audio.dtls else "auto"
             self.negotiated.dtls_role = (
                 "server" if remote_setup == "client" else "client"
             )
+        new_fingerprint = not initial and self._fingerprint_changed(audio)
         self._set_remote_dtls(audio)
         await generation.gatherer.gather()
         answer = self._describe("answer", setup=self.negotiated.dtls_role)
         self._start_generation(generation)
+        if new_fingerprint:
+            # A new remote certificate means a new DTLS association (a
+            # browser's "DTLS restart", an SBC's backup): set it up in our role.
+            self._remote_rehandshake("fingerprint_change")
         return answer
+
+    def _fingerprint_changed(self, media: sdp.MediaDescription) -> bool:
+        if self._remote_dtls is None or media.dtls is None:
+            return False
+        old = {
+            (f.algorithm.lower(), f.value.upper())
+            for f in self._remote_dtls.fingerprints
+        }
+        new = {(f.algorithm.lower(), f.value.upper()) for f in media.dtls.fingerprints}
+        return old != new
+
+    def _remote_rehandshake(self, trigger: str) -> None:
+        assert self.negotiated is not None and self._remote_dtls is not None
+        fingerprints = list(self._remote_dtls.fingerprints)
+        pending = self.dtls.pending
+        if pending is not None:
+            # The far end's ClientHello raced ahead of its re-offer.
+            pending.remote_fingerprints = fingerprints
+            self.dtls.remote_fingerprints = fingerprints
+            return
+        if self.dtls.state != "connected":
+            return
+        self.dtls.begin_rehandshake("remote", trigger, None)
+        self.dtls.start_association(self.negotiated.dtls_role, fingerprints)
 
     def _negotiate_from_offer(self, audio: sdp.MediaDescription) -> None:
         opus = next(
@@ -671,8 +778,151 @@ class Peer:
         else:
             media.host = DISCARD_HOST
         media.dtls = RTCDtlsParameters(
-            fingerprints=self.dtls.getLocalParameters().fingerprints, role=setup
+            fingerprints=self.dtls.local_fingerprints(), role=setup
         )
+
+    # -- DTLS rehandshake ------------------------------------------------------
+    async def rehandshake_dtls(
+        self,
+        *,
+        rotate_certificate: bool = True,
+        ice_restart: bool = False,
+        trigger: str = "step",
+        cause: str | None = None,
+    ) -> bool:
+        """Start a new DTLS association on the live call; True if it completed.
+
+        With ``rotate_certificate`` a new certificate is made and its
+        fingerprint signalled by a re-offer (JSEP requires the far end to know
+        it; RFC 8829/9429 §5.11 expects a fingerprint change only with an ICE
+        restart, so ``ice_restart`` makes the same re-offer restart ICE too).
+        Without it no signalling is needed: we send a ClientHello for a new
+        association with the same certificates, whichever DTLS role we had.
+        """
+        if self.negotiated is None or self.dtls.state != "connected":
+            raise CallError(f"{self.name}: DTLS is not connected, cannot rehandshake")
+        if self.dtls.pending is not None:
+            return False
+        self.dtls.begin_rehandshake("local", trigger, cause)
+        if not rotate_certificate and not ice_restart:
+            return await self._association_done(self.dtls.start_association("client"))
+        if self.renegotiate is None:
+            self.dtls.abort_rehandshake("no signalling channel for the re-offer")
+            raise CallError(f"{self.name}: no signalling channel to re-offer over")
+        if rotate_certificate:
+            self._use_certificate(make_certificate(DEFAULT_CERT_LIFETIME_S), trigger)
+        role = self.negotiated.dtls_role
+        association: DtlsAssociation | None = None
+        if role == "server":
+            # Ready before the far end can answer and send its ClientHello.
+            association = self.dtls.start_association("server")
+        try:
+            offer = await self.create_offer(
+                ice_restart=ice_restart, trigger=trigger, cause=cause
+            )
+            answer = await asyncio.wait_for(
+                self.renegotiate(offer), timeout=self.config.restart_timeout_s
+            )
+            await self.accept_answer(answer)
+        except (SignalingError, TimeoutError, ConnectionError) as exc:
+            self._local_offer_pending = False
+            if self.pending is not None:
+                self._fail_restart(self.pending, f"renegotiation failed: {exc}")
+            self.dtls.abort_rehandshake(f"re-offer failed: {exc}")
+            return False
+        if role == "client":
+            association = self.dtls.start_association("client")
+        return await self._association_done(association)
+
+    async def _association_done(self, association: DtlsAssociation | None) -> bool:
+        if association is None:
+            self.dtls.abort_rehandshake("another association is being set up")
+            return False
+        await asyncio.wait_for(
+            association.settled.wait(), self.dtls.handshake_timeout_s + 1.0
+        )
+        return self.dtls.current is association
+
+    async def fail_over(
+        self, *, ice_restart: bool = True, cause: str = "sbc_failover"
+    ) -> bool:
+        """Act as a backup SBC taking over this side of the call: new
+        certificate, no DTLS state (media under the old keys stops at once),
+        optionally a new ICE generation, and a re-offer; a new handshake follows."""
+        self.dtls.drop_state()
+        return await self.rehandshake_dtls(
+            rotate_certificate=True,
+            ice_restart=ice_restart,
+            trigger="failover",
+            cause=cause,
+        )
+
+    def _use_certificate(self, certificate: RTCCertificate, reason: str) -> None:
+        self.certificate = certificate
+        self.dtls.certificate = certificate
+        self._record_certificate(certificate, reason)
+        self._watch_certificate()
+
+    def _record_certificate(self, certificate: RTCCertificate, reason: str) -> None:
+        info = certificate_info(certificate)
+        info.update(reason=reason, in_use_from_ms=round(self._clock_ms(), 1))
+        self.certificates.append(info)
+        self._listener.on_certificate(info)
+
+    def _watch_certificate(self) -> None:
+        """Act when the certificate in use expires (RFC 5280 notAfter)."""
+        if self._expiry is not None:
+            self._expiry.cancel()
+        loop = asyncio.get_running_loop()
+        remaining = (
+            self.certificate.expires - datetime.datetime.now(datetime.UTC)
+        ).total_seconds()
+        if remaining < 7 * 86400:
+            self._expiry = loop.call_later(
+                max(remaining, 0.0), self._certificate_expired
+            )
+
+    def _certificate_expired(self) -> None:
+        self._expiry = None
+        fingerprint = sha256_fingerprint(self.certificate)
+        if (
+            self.certificates
+            and self.certificates[-1]["fingerprint_sha256"] == fingerprint
+        ):
+            self.certificates[-1]["expired_at_ms"] = round(self._clock_ms(), 1)
+        if self._closing:
+            return
+        if self.config.cert_expiry is CertExpiryPolicy.KEEP:
+            self._listener.on_certificate(
+                {"fingerprint_sha256": fingerprint, "expired": True, "kept": True}
+            )
+            return
+        self._spawn(self._rotate_expired())
+
+    async def _rotate_expired(self) -> None:
+        try:
+            await self.rehandshake_dtls(
+                rotate_certificate=True, trigger="cert_expiry", cause="cert_expiry"
+            )
+        except (CallError, SignalingError, TimeoutError) as exc:
+            logger.info(
+                "%s: rotating the expired certificate failed: %s", self.name, exc
+            )
+
+    def _far_end_rehandshake(self, trigger: str, cause: str) -> None:
+        """The configured far-end profile reacts to an ICE or path change."""
+        if self.dtls.state != "connected" or self.dtls.pending is not None:
+            return
+
+        async def rehandshake() -> None:
+            try:
+                await self.rehandshake_dtls(
+                    rotate_certificate=False, trigger=trigger, cause=cause
+                )
+            except (CallError, SignalingError, TimeoutError) as exc:
+                logger.info("%s: profile rehandshake failed: %s", self.name, exc)
+
+        self._spawn(rehandshake())
 
     # -- ICE restart ---------------------------------------------------------
     async def restart_ice(
@@ -755,6 +1005,8 @@ class Peer:
                 generation.number, "completed", generation.connection.selected_pair
             )
             self._update_state()
+            if self.config.dtls_profile is FarEndProfile.ON_ICE_RESTART:
+                self._far_end_rehandshake("ice_restart", "ice_restart")
         if previous is not None:
             self._spawn(self._retire(previous))
         else:
@@ -775,16 +1027,14 @@ class Peer:
                     clock_ms=self._clock_ms,
                     decode=self.config.decode,
                 )
-                self.dtls._register_rtp_receiver(
-                    self.receiver, self._receive_parameters()
-                )
-            self.dtls._set_role(neg.dtls_role)
-            await self.dtls.start(self._remote_dtls)
+                self.dtls.set_receiver(self.receiver, self._receive_parameters())
+            await self.dtls.start(neg.dtls_role, self._remote_dtls.fingerprints)
             if self.dtls.state != "connected":
                 return
+            self._watch_certificate()
             if neg.sends:
                 self.sender = RtpAudioSender(
-                    send=self.dtls._send_rtp,
+                    send=self.dtls.send_rtp,
                     ssrc=self.ssrc,
                     payload_type=neg.payload_type,
                     packet_ms=self.config.packet_ms,
@@ -874,9 +1124,21 @@ class Peer:
         if generation is (self.current or self.generations[0]):
             self._update_state()
 
-    def _on_dtls_state(self) -> None:
-        self._listener.on_dtls_state(self.dtls.state)
+    # -- DtlsListener (from SrtpTransport) ------------------------------------
+    def on_dtls_state(self, state: str) -> None:
+        self._listener.on_dtls_state(state)
         self._update_state()
+
+    def on_dtls_rehandshake_started(
+        self, initiator: str, trigger: str, cause: str | None
+    ) -> None:
+        self._listener.on_dtls_rehandshake_started(initiator, trigger, cause)
+
+    def on_dtls_rehandshake_ended(self, outcome: str, detail: dict[str, Any]) -> None:
+        if outcome == "completed" and self.negotiated is not None:
+            # A ClientHello-started association may have swapped the roles.
+            self.negotiated.dtls_role = self.dtls.role
+        self._listener.on_dtls_rehandshake_ended(outcome, detail)
 
     def _update_state(self) -> None:
         if self.state is PeerState.CLOSED:
@@ -947,6 +1209,8 @@ class Peer:
         if self._closing:
             return
         self._closing = True
+        if self._expiry is not None:
+            self._expiry.cancel()
         if self.sender is not None:
             await self.sender.stop()
         for task in list(self._tasks):
@@ -978,3 +1242,13 @@ def _answered_direction(offered: str, answered: str) -> str:
         ("sendrecv", "recvonly"): "sendonly",
         ("sendrecv", "sendonly"): "recvonly",
     }.get((offered, answered), offered)
+
+
+def certificate_info(certificate: RTCCertificate) -> dict[str, Any]:
+    """Fingerprint and validity window of a certificate, for the report."""
+    cert = certificate._cert
+    return {
+        "fingerprint_sha256": sha256_fingerprint(certificate),
+        "not_before": cert.not_valid_before_utc.isoformat(),
+        "not_after": cert.not_valid_after_utc.isoformat(),
+    }

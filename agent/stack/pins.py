@@ -19,7 +19,7 @@ PINNED_VERSIONS = {"aiortc": "1.16.0", "aioice": "0.13.0"}
 class Pin:
     owner: str  # "module:Class" or "module"
     name: str
-    kind: str  # "attr" (instance attribute set in __init__), "method", "class", "func"
+    kind: str  # "attr" (set in __init__), "method", "class", "func", "const"
     why: str
 
 
@@ -46,6 +46,13 @@ PINS: tuple[Pin, ...] = (
     Pin("aioice.ice:Connection", "_components", "attr", "gather per component"),
     Pin("aioice.ice:Connection", "_nominated", "attr", "selected pair per component"),
     Pin("aioice.ice:Connection", "_protocols", "attr", "sockets to filter"),
+    Pin(
+        "aioice.ice:Connection",
+        "_check_list",
+        "attr",
+        "valid pairs to follow a far end that moved",
+    ),
+    Pin("aioice.ice:Connection", "_closing", "attr", "no pair switch when closing"),
     Pin(
         "aioice.ice:Connection",
         "_tie_breaker",
@@ -75,25 +82,16 @@ PINS: tuple[Pin, ...] = (
         "attr",
         "swap in AgentIceConnection",
     ),
+    # DTLS: our own associations (agent/stack/dtls.py) on aiortc's certificate
     Pin(
-        "aiortc.rtcdtlstransport:RTCDtlsTransport",
-        "_register_rtp_receiver",
+        "aiortc.rtcdtlstransport:RTCCertificate",
+        "_create_ssl_context",
         "method",
-        "our RTP receiver",
+        "SSL context of a DTLS association",
     ),
-    Pin(
-        "aiortc.rtcdtlstransport:RTCDtlsTransport",
-        "_set_role",
-        "method",
-        "DTLS role from a=setup",
-    ),
-    Pin(
-        "aiortc.rtcdtlstransport:RTCDtlsTransport",
-        "_send_rtp",
-        "method",
-        "pre-encoded RTP out",
-    ),
-    # hooks aiortc's RTP router calls on our receiver (duck-typed)
+    Pin("aiortc.rtcdtlstransport:RTCCertificate", "_cert", "attr", "validity window"),
+    Pin("aiortc.rtcdtlstransport", "SRTP_PROFILES", "const", "SRTP profiles"),
+    # the method our SRTP transport calls on the receiver (aiortc's name)
     Pin(
         "aiortc.rtcrtpreceiver:RTCRtpReceiver",
         "_handle_rtp_packet",

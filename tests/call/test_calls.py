@@ -109,7 +109,7 @@ expect:
 
 
 async def test_ice_restart_step_is_counted_once_with_initiator_and_outcome() -> None:
-    for side, local_cause in (("caller", "path_change"), ("callee", "None")):
+    for side in ("caller", "callee"):
         text = RESTART.replace("SIDE", side).replace("CAUSE", "path_change")
         (result,) = await run(text)
         restarts = [e for e in result["events"] if e["type"] == "ice_restart"]
@@ -121,8 +121,11 @@ async def test_ice_restart_step_is_counted_once_with_initiator_and_outcome() -> 
             assert event["detail"]["outcome"] == "completed"
             assert event["detail"]["generation"] == 1
             assert 0 < event["detail"]["duration_ms"] < 2000
-        local = next(e for e in restarts if e["side"] == "caller")
-        assert str(local["cause"]) == local_cause
+        # Both observers carry the initiator's cause; the far end's says whose.
+        for event in restarts:
+            assert event["cause"] == "path_change"
+            if event["side"] != side:
+                assert event["detail"]["cause_from"] == side
         assert result["metrics"]["ice_restarts"]["total"] == 1
         assert result["final_state"] == "connected"
         # Make-before-break: no gap worth the name in either direction.
@@ -130,5 +133,4 @@ async def test_ice_restart_step_is_counted_once_with_initiator_and_outcome() -> 
             assert result["media"][direction]["max_gap_ms"] < 200
         checks = {c["name"]: c for c in result["expectations"]["checks"]}
         assert checks["initiated_by.ice_restarts." + side]["passed"]
-        # The far end never says why: only the caller's own restart has a cause.
-        assert checks["causes.ice_restarts"]["passed"] is (side == "caller")
+        assert checks["causes.ice_restarts"]["passed"]

@@ -8,6 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,9 @@ class Recorder:
     want_rtp: int = 25
 
     restarts: list[tuple[str, int, str]] = field(default_factory=list)
+    rehandshakes: list[tuple[str, str, str]] = field(default_factory=list)
+    dtls_states: list[str] = field(default_factory=list)
+    certificates: list[dict[str, Any]] = field(default_factory=list)
     #: set on every callback; :meth:`until` re-checks its condition then
     changed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -60,6 +64,21 @@ class Recorder:
 
     def on_dtls_state(self, state: str) -> None:
         self.changed.set()
+        self.dtls_states.append(state)
+
+    def on_dtls_rehandshake_started(
+        self, initiator: str, trigger: str, cause: str | None
+    ) -> None:
+        self.changed.set()
+        self.rehandshakes.append(("started", initiator, trigger))
+
+    def on_dtls_rehandshake_ended(self, outcome: str, detail: dict[str, Any]) -> None:
+        self.changed.set()
+        self.rehandshakes.append((outcome, "", str(detail.get("error", ""))))
+
+    def on_certificate(self, info: dict[str, Any]) -> None:
+        self.changed.set()
+        self.certificates.append(info)
 
     def on_connection_state(self, state: PeerState) -> None:
         self.changed.set()
