@@ -380,9 +380,18 @@ class SrtpTransport:
 
     # -- one association ----------------------------------------------------
     async def _association(self, association: DtlsAssociation) -> None:
-        ssl = SSL.Connection(
-            association.certificate._create_ssl_context(srtp_profiles=SRTP_PROFILES)
+        context = association.certificate._create_ssl_context(
+            srtp_profiles=SRTP_PROFILES
         )
+        # Check the far end's certificate against the signalled fingerprint
+        # *during* the handshake, so a mismatch aborts it with a fatal alert
+        # that the far end sees too (not a silent switch to keys only one
+        # side accepted).
+        context.set_verify(
+            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
+            lambda _c, cert, _e, depth, _ok: self._verify(association, cert, depth),
+        )
+        ssl = SSL.Connection(context)
         association.ssl = ssl
         if association.role == "server":
             ssl.set_accept_state()
@@ -409,7 +418,10 @@ class SrtpTransport:
                 await self._flush(ssl)
                 await self._next_record(association, ssl)
             except SSL.Error as exc:
-                raise DtlsError(f"DTLS handshake failed: {exc}") from exc
+                await self._flush(ssl)  # our fatal alert, if OpenSSL made one
+                raise DtlsError(
+                    association.error or f"DTLS handshake failed: {exc}"
+                ) from exc
         await self._flush(ssl)
         self._check_fingerprint(association, ssl)
 
@@ -429,12 +441,27 @@ class SrtpTransport:
             return
         ssl.bio_write(data)
 
+    def _verify(self, association: DtlsAssociation, cert: Any, depth: int) -> bool:
+        if depth > 0:
+            return True
+        try:
+            self._match_fingerprint(association, cert.to_cryptography())
+        except DtlsError as exc:
+            association.error = str(exc)
+            return False
+        return True
+
     def _check_fingerprint(
         self, association: DtlsAssociation, ssl: SSL.Connection
     ) -> None:
         certificate = ssl.get_peer_certificate(as_cryptography=True)
         if certificate is None:
             raise DtlsError("the far end sent no certificate")
+        self._match_fingerprint(association, certificate)
+
+    def _match_fingerprint(
+        self, association: DtlsAssociation, certificate: x509.Certificate
+    ) -> None:
         supported = [
             f
             for f in association.remote_fingerprints
