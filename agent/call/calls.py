@@ -22,15 +22,30 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from agent.call.faults import CallNetwork, NetFaults, NetworkConfig
 from agent.errors import AgentError, CallError
 from agent.observe.correlate import build_timeline
 from agent.observe.model import EventType, Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
 from agent.report.writer import iso_timestamp
 from agent.stack.ice import CONSENT_INTERVAL_S, SelectedPair
-from agent.stack.peer import Peer, PeerConfig, RecoveryPolicy
+from agent.stack.peer import (
+    CertExpiryPolicy,
+    FarEndProfile,
+    Peer,
+    PeerConfig,
+    RecoveryPolicy,
+)
 
-__all__ = ["Call", "CallConfig", "LoopbackCall", "RecoveryPolicy", "SideConfig"]
+__all__ = [
+    "Call",
+    "CallConfig",
+    "CertExpiryPolicy",
+    "FarEndProfile",
+    "LoopbackCall",
+    "RecoveryPolicy",
+    "SideConfig",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -45,6 +60,11 @@ class SideConfig:
     recovery: RecoveryPolicy = RecoveryPolicy.NONE
     disconnected_after_s: float = 2.0
     consent_interval_s: float = CONSENT_INTERVAL_S
+    #: False: this side only receives audio (a listener, an on-hold phone)
+    send_audio: bool = True
+    certificate_lifetime_s: float | None = None
+    cert_expiry: CertExpiryPolicy = CertExpiryPolicy.ROTATE
+    dtls_profile: FarEndProfile = FarEndProfile.NEVER
 
 
 @dataclass
@@ -61,6 +81,7 @@ class CallConfig:
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     connect_timeout_s: float = 10.0
     seed: int = 0
+    network: NetworkConfig = field(default_factory=NetworkConfig)
 
 
 class CallClock:
@@ -74,7 +95,7 @@ class CallClock:
         return (self._source() - self._t0) * 1000.0
 
 
-class Call:
+class Call(NetFaults):
     """The agent's side(s) of one test call; implements the scenario StepTarget."""
 
     mode = "call"
@@ -99,13 +120,16 @@ class Call:
             side: Peer(
                 PeerConfig(
                     host_addresses=[sides[side].address],
-                    audio=config.audio,
+                    audio=config.audio and sides[side].send_audio,
                     packet_ms=config.packet_ms,
                     decode=config.decode,
                     rng=random.Random(rng.getrandbits(64)),
                     recovery=sides[side].recovery,
                     disconnected_after_s=sides[side].disconnected_after_s,
                     consent_interval_s=sides[side].consent_interval_s,
+                    certificate_lifetime_s=sides[side].certificate_lifetime_s,
+                    cert_expiry=sides[side].cert_expiry,
+                    dtls_profile=sides[side].dtls_profile,
                 ),
                 self.observers[side],
                 self.clock,
@@ -121,6 +145,14 @@ class Call:
         #: actions started by steps that outlive the step (an ICE restart)
         self._actions: set[asyncio.Task[Any]] = set()
         self._end_snapshot: dict[Side, tuple[str, SelectedPair | None]] = {}
+        self.network = CallNetwork(
+            config.network,
+            self.peers,
+            self.observers,
+            config.seed,
+            self.local_side,
+            self.clock,
+        )
 
     # -- lifecycle --------------------------------------------------------
     async def connect(self) -> None:
@@ -156,6 +188,7 @@ class Call:
                 await asyncio.wait_for(peer.close(), timeout=5)
             except (TimeoutError, ConnectionError) as exc:
                 logger.warning("%s: close did not finish cleanly: %s", peer.name, exc)
+        self.network.close()
         for observer in self.observers.values():
             observer.finish()
 
@@ -178,14 +211,47 @@ class Call:
     async def restart_ice(self, side: Side, cause: str | None) -> None:
         """``side`` restarts ICE (new ufrag/pwd, new generation); returns once the
         re-offer is under way. The observers record how the restart ends."""
-        peer = self.peers.get(side)
-        if peer is None:
-            raise CallError(f"the {side} is not played by the agent in this call")
+        peer = self._agent_peer(side)
         self._start_action(
             peer.restart_ice(trigger="step", cause=cause or "manual"),
             f"{peer.name}: ICE restart",
         )
         await asyncio.sleep(0)
+
+    async def rehandshake_dtls(
+        self,
+        side: Side,
+        *,
+        rotate_certificate: bool,
+        ice_restart: bool,
+        cause: str | None,
+    ) -> None:
+        """``side`` starts a new DTLS association on the live call."""
+        peer = self._agent_peer(side)
+        self._start_action(
+            peer.rehandshake_dtls(
+                rotate_certificate=rotate_certificate,
+                ice_restart=ice_restart,
+                trigger="step",
+                cause=cause or "manual",
+            ),
+            f"{peer.name}: DTLS rehandshake",
+        )
+        await asyncio.sleep(0)
+
+    async def fail_over(self, side: Side, *, ice_restart: bool) -> None:
+        """``side`` behaves like an SBC failing over to its backup."""
+        peer = self._agent_peer(side)
+        self._start_action(
+            peer.fail_over(ice_restart=ice_restart), f"{peer.name}: failover"
+        )
+        await asyncio.sleep(0)
+
+    def _agent_peer(self, side: Side) -> Peer:
+        peer = self.peers.get(side)
+        if peer is None:
+            raise CallError(f"the {side} is not played by the agent in this call")
+        return peer
 
     def _start_action(self, coro: Awaitable[Any], what: str) -> None:
         async def guarded() -> None:
@@ -256,7 +322,11 @@ class Call:
                     else 0
                     if sender_peer.sender is None
                     else sender_peer.sender.packets_sent
-                )
+                ),
+                # False: a receive-only sender by design (nothing to measure)
+                "sends": None
+                if sender_peer is None or sender_peer.negotiated is None
+                else sender_peer.negotiated.sends,
             }
             observer: PeerObserver | None = self.observers.get(receiver_side)
             stats = None if observer is None else observer.media_stats()
@@ -310,6 +380,7 @@ class LoopbackCall(Call):
         # Renegotiations either side starts (ICE restarts) go to the other.
         caller.renegotiate = callee.accept_offer
         callee.renegotiate = caller.accept_offer
+        self.network.start()
         try:
             answer = await callee.accept_offer(await caller.create_offer())
             await caller.accept_answer(answer)

@@ -6,6 +6,8 @@
     callagent check SCENARIO...        validate scenario files, run nothing
     callagent report out.json [--timeline] [--junit F] [--openmetrics F]
     callagent steps                    list the scenario steps this build knows
+    callagent call URL [--scenario F] [--token T] [--report R.json]   WHIP client
+    callagent serve [--listen H:P] [--token T] [--report-dir D]       WHIP endpoint
 
 Exit codes: 0 every expectation met, 1 some failed (or a call errored),
 2 bad input (the one-line message names file, line and field), 130 interrupted.
@@ -18,10 +20,11 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import os
 import platform
 import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -33,13 +36,17 @@ from rich.live import Live
 from rich.table import Table
 
 import agent
+from agent.call.calls import Call, CallConfig, LoopbackCall
+from agent.call.remote import WhipClientCall
+from agent.cli.serve import add_serve_parser, cmd_serve
 from agent.errors import AgentError, ScenarioError
 from agent.report.junit import junit_xml
 from agent.report.openmetrics import report_metrics_text
 from agent.report.schema import Verdict, call_verdict, load_report
 from agent.report.table import render_results, render_timeline
 from agent.report.writer import ReportWriter, write_text_atomic
-from agent.scenario.loader import load_scenarios
+from agent.scenario.loader import load_scenarios, parse_scenario
+from agent.scenario.model import Scenario
 from agent.scenario.runner import RunProgress, ScenarioRunner
 from agent.scenario.steps import STEPS
 
@@ -90,6 +97,35 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--openmetrics", type=Path)
 
     sub.add_parser("steps", help="list the scenario steps")
+
+    call = sub.add_parser(
+        "call",
+        help="call a WHIP endpoint (the agent as WHIP client) and run a scenario",
+    )
+    call.add_argument("url", help="the WHIP endpoint, e.g. http://127.0.0.1:8080/whip")
+    call.add_argument(
+        "--scenario",
+        type=Path,
+        help="scenario file whose steps and expectations apply to the call "
+        "(default: an ad-hoc call of --duration)",
+    )
+    call.add_argument(
+        "--duration",
+        default="10s",
+        help="length of an ad-hoc call without --scenario (default 10s)",
+    )
+    call.add_argument(
+        "--token",
+        default=os.environ.get("CALLAGENT_TOKEN"),
+        help="bearer token for the endpoint (default: $CALLAGENT_TOKEN)",
+    )
+    call.add_argument("--report", type=Path, help="write the JSON report here")
+    call.add_argument("--junit", type=Path, help="also write JUnit XML here")
+    call.add_argument("--openmetrics", type=Path, help="also write Prometheus text")
+    call.add_argument("--seed", type=int, help="seed for every random choice")
+    call.add_argument("--quiet", action="store_true", help="no live progress")
+
+    add_serve_parser(sub)
     return parser
 
 
@@ -109,6 +145,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_report(args, console)
         if args.command == "steps":
             return cmd_steps(console)
+        if args.command == "call":
+            return asyncio.run(cmd_call(args, console))
+        if args.command == "serve":
+            return asyncio.run(cmd_serve(args, console, run_metadata))
     except AgentError as exc:
         if args.debug:
             logger.exception("failed")
@@ -154,6 +194,19 @@ def run_metadata(seed: int) -> dict[str, Any]:
 
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(expand_paths(args.scenarios))
+    return await run_scenarios(args, console, scenarios)
+
+
+async def run_scenarios(
+    args: argparse.Namespace,
+    console: Console,
+    scenarios: list[Scenario],
+    call_factory: Callable[[CallConfig], Call] = LoopbackCall,
+) -> int:
+    """Run ``scenarios`` on calls from ``call_factory``; report, render, exit code.
+
+    Shared by ``run`` (loopback calls) and ``call`` (the agent as WHIP client).
+    """
     progress = RunProgress()
     report: dict[str, Any] = {"version": 1, "calls": []}
     writer = ReportWriter(args.report) if args.report else None
@@ -163,7 +216,12 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
         if writer is not None:
             writer.add_call(result)
 
-    runner = ScenarioRunner(seed=args.seed, on_result=on_result, progress=progress)
+    runner = ScenarioRunner(
+        seed=args.seed,
+        on_result=on_result,
+        progress=progress,
+        call_factory=call_factory,
+    )
     meta = run_metadata(runner.seed)
     report.update(meta)
     if writer is not None:
@@ -201,6 +259,26 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
         return EXIT_INTERRUPTED
     failed = [c for c in report["calls"] if call_verdict(c) is not Verdict.PASS]
     return EXIT_FAILED if failed else EXIT_OK
+
+
+async def cmd_call(args: argparse.Namespace, console: Console) -> int:
+    if args.scenario is not None:
+        scenarios = load_scenarios([args.scenario])
+    else:
+        scenarios = [
+            parse_scenario(
+                f"name: whip-call\nduration: {args.duration}\n", "--duration"
+            )
+        ]
+    url, token = args.url, args.token
+    # Fail on a malformed URL before anything is written or bound.
+    WhipClientCall.check_url(url)
+
+    def whip_call(config: CallConfig) -> Call:
+        return WhipClientCall(config, url, token=token)
+
+    code = await run_scenarios(args, console, scenarios, whip_call)
+    return code
 
 
 @contextlib.contextmanager

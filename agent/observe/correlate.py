@@ -5,6 +5,14 @@ is unit-tested without sockets.
 
 Rules (DESIGN.md):
 
+* A network fault (``fault_start`` .. ``fault_end``) gives its cause to the
+  effects that begin while it lasts or within ``FAULT_EFFECT_WINDOW_MS`` after
+  it ended, on either side: connection states, non-initial selected-pair
+  changes, media gaps, and restarts/rehandshakes whose only cause so far is
+  their trigger (``disconnected``, ``failed``) or unknown. Such an event gets
+  ``detail.fault`` (the fault's id, kind and start). Chosen causes (a step's
+  ``manual``) are kept. The latest fault started before the event wins.
+
 * When both sides are observed, a remote-initiated restart or rehandshake of
   unknown cause takes the cause the initiating side recorded for it
   (``detail.cause_from`` names that side).
@@ -70,6 +78,106 @@ def share_causes(
     return out
 
 
+#: Effects of a fault show up after it: consent intervals, ``disconnected_after``.
+FAULT_EFFECT_WINDOW_MS = 10000.0
+
+_FAULT_EFFECTS = (
+    EventType.CONNECTION_STATE,
+    EventType.SELECTED_PAIR_CHANGE,
+    EventType.MEDIA_GAP,
+    EventType.ICE_RESTART,
+    EventType.DTLS_REHANDSHAKE,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class FaultWindow:
+    fault_id: object
+    kind: str
+    cause: str | None
+    start_ms: float
+    end_ms: float  # inf while the fault never ended
+
+
+def fault_windows(events: Sequence[Event]) -> list[FaultWindow]:
+    ends = {
+        e.detail.get("fault_id"): e.t_ms
+        for e in events
+        if e.type is EventType.FAULT_END
+    }
+    return [
+        FaultWindow(
+            e.detail.get("fault_id"),
+            str(e.detail.get("fault")),
+            e.cause,
+            e.t_ms,
+            ends.get(e.detail.get("fault_id"), float("inf")),
+        )
+        for e in events
+        if e.type is EventType.FAULT_START
+    ]
+
+
+def _open_to_attribution(event: Event) -> bool:
+    if event.type not in _FAULT_EFFECTS:
+        return False
+    if event.type is EventType.SELECTED_PAIR_CHANGE and event.detail.get("initial"):
+        return False
+    if event.type is EventType.CONNECTION_STATE and event.detail.get("state") not in (
+        "disconnected",
+        "failed",
+        "connected",
+    ):
+        return False  # setup and teardown are nobody's fault
+    # A restart's trigger stands in for its cause until we know better.
+    return event.cause in (None, "disconnected", "failed") or event.cause == (
+        event.detail.get("trigger")
+    )
+
+
+def _effect_end(event: Event) -> float:
+    # A media gap starts at the last packet before it, a moment before the
+    # fault that caused it; what counts is that it runs into the fault.
+    if event.type is EventType.MEDIA_GAP:
+        return event.t_ms + float(event.detail.get("length_ms") or 0.0)
+    return event.t_ms
+
+
+def attribute_faults(
+    events: Sequence[Event], window_ms: float = FAULT_EFFECT_WINDOW_MS
+) -> list[Event]:
+    """Give the effects of network faults their fault's cause (rules above)."""
+    windows = fault_windows(events)
+    if not windows:
+        return list(events)
+    out: list[Event] = []
+    for event in events:
+        if _open_to_attribution(event):
+            fault = max(
+                (
+                    w
+                    for w in windows
+                    if w.start_ms <= _effect_end(event)
+                    and event.t_ms <= w.end_ms + window_ms
+                    and w.cause is not None
+                ),
+                key=lambda w: w.start_ms,
+                default=None,
+            )
+            if fault is not None:
+                detail = {
+                    **event.detail,
+                    "fault": {
+                        "fault_id": fault.fault_id,
+                        "kind": fault.kind,
+                        "t_ms": round(fault.start_ms, 1),
+                    },
+                }
+                event = dataclasses.replace(event, cause=fault.cause, detail=detail)
+        out.append(event)
+    return out
+
+
 def attribute_rehandshakes(
     events: Sequence[Event], window_ms: float = CORRELATION_WINDOW_MS
 ) -> list[Event]:
@@ -118,9 +226,10 @@ def attach_media_gaps(
             start = event.t_ms
             end = start + float(event.detail.get("duration_ms") or 0.0) + slack_ms
             per_direction: dict[str, Any] = {}
+            missing: dict[str, int] = {}
             for direction in DIRECTIONS:
-                lengths = [
-                    float(g.detail.get("length_ms", 0.0))
+                around = [
+                    g
                     for g in gaps
                     if g.detail.get("direction") == direction
                     and _overlaps(
@@ -130,9 +239,20 @@ def attach_media_gaps(
                         end,
                     )
                 ]
+                lengths = [float(g.detail.get("length_ms", 0.0)) for g in around]
                 per_direction[direction] = round(max(lengths, default=0.0), 1)
+                missing[direction] = sum(
+                    int(g.detail.get("packets_missing", 0)) for g in around
+                )
             event = dataclasses.replace(
-                event, detail={**event.detail, "media_gap_ms": per_direction}
+                event,
+                detail={
+                    **event.detail,
+                    "media_gap_ms": per_direction,
+                    # sequence numbers skipped across those gaps; the call's
+                    # media stats say how many later arrived (delayed) or not
+                    "packets_missing": missing,
+                },
             )
         out.append(event)
     return out
@@ -145,4 +265,6 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 def build_timeline(*sides: Sequence[Event]) -> list[Event]:
     """Merge the sides' events in time order and apply both attributions."""
     merged = sorted((e for side in sides for e in side), key=lambda e: e.t_ms)
-    return attach_media_gaps(attribute_rehandshakes(share_causes(merged)))
+    return attach_media_gaps(
+        attribute_rehandshakes(attribute_faults(share_causes(merged)))
+    )

@@ -28,7 +28,12 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from agent.scenario.model import CountRange, Expectations, SideCounts
+from agent.scenario.model import (
+    CountRange,
+    Expectations,
+    SideCounts,
+    SidePairChanges,
+)
 
 __all__ = ["DIRECTIONS", "Check", "check_expectations"]
 
@@ -165,7 +170,12 @@ def _cause(metric: str, result: Mapping[str, Any], want: str) -> Check:
 
 
 def _per_direction(result: Mapping[str, Any], key: str) -> dict[str, float | None]:
-    return {d: _number(_lookup(result, f"media.{d}.{key}")) for d in DIRECTIONS}
+    # A direction whose sender is receive-only by design has nothing to measure.
+    return {
+        d: _number(_lookup(result, f"media.{d}.{key}"))
+        for d in DIRECTIONS
+        if _lookup(result, f"media.{d}.sends") is not False
+    }
 
 
 def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
@@ -174,8 +184,8 @@ def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
     measured = {d: gap for d, gap in gaps.items() if gap is not None}
     # Both directions must be measured: the gap a one-way outage leaves is
     # exactly what this expectation exists to catch.
-    if len(measured) < len(DIRECTIONS):
-        missing = ", ".join(d for d in DIRECTIONS if d not in measured)
+    if len(measured) < len(gaps) or not measured:
+        missing = ", ".join(d for d in gaps if d not in measured) or "no direction"
         actual = f"{_NOT_MEASURED} ({missing})"
         if not result.get("connected"):
             actual = _NEVER_CONNECTED
@@ -195,6 +205,55 @@ def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
     total = int(sum(value for value in lost.values() if value is not None))
     detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
     return Check("max_packets_lost", expected, f"{total} ({detail})", total <= limit)
+
+
+def _pair_changes_by_side(
+    result: Mapping[str, Any], want: SidePairChanges
+) -> Iterator[Check]:
+    for side in ("caller", "callee"):
+        wanted: CountRange | None = getattr(want, side)
+        if wanted is not None:
+            yield _count(
+                f"selected_pair_changes_by_side.{side}",
+                f"sides.{side}.metrics.selected_pair_changes",
+                result,
+                wanted,
+            )
+
+
+#: what a network fault produces, so what must carry a cause
+_EFFECTS = ("ice_restart", "dtls_rehandshake", "media_gap")
+
+
+def _needs_cause(event: Mapping[str, Any]) -> bool:
+    kind = event.get("type")
+    detail = event.get("detail") or {}
+    if kind == "selected_pair_change":
+        return not detail.get("initial")
+    if kind == "connection_state":
+        return detail.get("state") in ("disconnected", "failed")
+    return kind in _EFFECTS
+
+
+def _all_attributed(result: Mapping[str, Any]) -> Check:
+    events = result.get("events")
+    if not isinstance(events, list):
+        return Check(
+            "all_events_attributed", "every effect has a cause", _NOT_MEASURED, False
+        )
+    effects = [e for e in events if isinstance(e, Mapping) and _needs_cause(e)]
+    missing = [e for e in effects if not e.get("cause")]
+    if not missing:
+        actual = f"all {len(effects)} attributed"
+    else:
+        first = missing[0]
+        actual = (
+            f"{len(missing)} of {len(effects)} without a cause (first: "
+            f"{first.get('type')} at {first.get('t_ms')} ms, {first.get('side')})"
+        )
+    return Check(
+        "all_events_attributed", "every effect has a cause", actual, not missing
+    )
 
 
 def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
@@ -229,6 +288,10 @@ def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
         yield _max_media_gap(result, expect.max_media_gap_ms)
     if expect.max_packets_lost is not None:
         yield _max_packets_lost(result, expect.max_packets_lost)
+    if expect.selected_pair_changes_by_side is not None:
+        yield from _pair_changes_by_side(result, expect.selected_pair_changes_by_side)
+    if expect.all_events_attributed:
+        yield _all_attributed(result)
 
 
 def check_expectations(expect: Expectations, result: Mapping[str, Any]) -> list[Check]:

@@ -154,6 +154,17 @@ class PeerSettings(Section):
     disconnected_after: PositiveDuration = 2.0
     #: RFC 7675 consent check interval (also the NAT keepalive)
     consent_interval: PositiveDuration = 5.0
+    #: false: this peer only receives audio (a listener, a call on hold), so
+    #: its consent checks are all that keeps a NAT mapping alive
+    send_audio: StrictBool = True
+    #: the first DTLS certificate expires this long after the call starts
+    certificate_lifetime: PositiveDuration | None = None
+    #: on expiry: rotate (new certificate, rehandshake) or keep using it
+    cert_expiry: Literal["rotate", "keep"] = "rotate"
+    #: DTLS behaviour of field equipment this peer imitates
+    dtls_profile: Literal[
+        "never", "rehandshake_on_ice_restart", "rehandshake_on_source_change"
+    ] = "never"
 
 
 #: Distinct loopback addresses by default, so a capture tells the sides apart.
@@ -182,6 +193,41 @@ class PeersSettings(Section):
             if isinstance(peer, Mapping) and "address" not in peer:
                 filled[role] = {**peer, "address": address}
         return filled
+
+
+# --- network ----------------------------------------------------------------
+
+NatBehaviorName = Literal[
+    "endpoint_independent", "address_dependent", "address_and_port_dependent"
+]
+
+
+class NatSettings(Section):
+    """One side behind a user-space NAT, described as RFC 4787 behaviour."""
+
+    #: the side behind the NAT; the other side only ever sees the NAT's address
+    side: Side = Side.CALLER
+    type: Literal[
+        "full_cone", "restricted_cone", "port_restricted_cone", "symmetric"
+    ] = "port_restricted_cone"
+    #: override the type's mapping behaviour (RFC 4787 §4.1)
+    mapping: NatBehaviorName | None = None
+    #: override the type's filtering behaviour (RFC 4787 §5)
+    filtering: NatBehaviorName | None = None
+    #: an idle UDP mapping expires after this long (RFC 4787 §4.3)
+    udp_timeout: PositiveDuration = 30.0
+    #: which traffic refreshes a mapping (REQ-6: outbound always)
+    refresh: Literal["outbound", "both"] = "outbound"
+    #: the NAT's public address (the far end sees only this)
+    public_address: LoopbackAddress = IPv4Address("127.0.0.3")
+    #: the STUN server outside the NAT, for the server-reflexive candidate
+    stun_address: LoopbackAddress = IPv4Address("127.0.0.4")
+
+
+class NetworkSettings(Section):
+    """The network between the peers (loopback calls)."""
+
+    nat: NatSettings | None = None
 
 
 # --- steps ------------------------------------------------------------------
@@ -353,6 +399,13 @@ class InitiatorExpectations(Section):
 CauseName = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 
 
+class SidePairChanges(Section):
+    """Selected-pair changes as each side's own observer counted them."""
+
+    caller: CountRange | None = None
+    callee: CountRange | None = None
+
+
 class CauseExpectations(Section):
     """The cause every counted event of a metric must carry."""
 
@@ -381,6 +434,11 @@ class Expectations(Section):
     max_media_gap_ms: NonNegativeMilliseconds | None = None
     #: packets lost in both directions together
     max_packets_lost: Count | None = None
+    #: selected-pair changes per side (the far end follows a NAT rebinding)
+    selected_pair_changes_by_side: SidePairChanges | None = None
+    #: every restart, rehandshake, pair change, media gap and disconnected/
+    #: failed state on the timeline carries a cause
+    all_events_attributed: StrictBool = False
 
 
 # --- thresholds -------------------------------------------------------------
@@ -452,6 +510,7 @@ class Scenario(Section):
     calls: Annotated[StrictInt, Field(ge=1)] = 1
     media: MediaSettings = MediaSettings()
     peers: PeersSettings = PeersSettings()
+    network: NetworkSettings = NetworkSettings()
     steps: tuple[StepSpec, ...] = ()
     expect: Expectations = Expectations()
     thresholds: ThresholdSettings = ThresholdSettings()
@@ -480,6 +539,34 @@ class Scenario(Section):
             *self._steps_after_the_call_ended(),
             *self._expectations_that_cannot_hold(),
         ]
+        raise_errors(type(self).__name__, errors)
+        return self
+
+    @model_validator(mode="after")
+    def _check_network_steps(self) -> Self:
+        errors: list[InitErrorDetails] = []
+        nat = self.network.nat
+        for index, spec in enumerate(self.steps):
+            if spec.do.startswith("nat.") and nat is None:
+                errors.append(
+                    located_error(
+                        ("steps", index, "do"),
+                        "needs_nat",
+                        f"{spec.do} acts on the NAT, but network.nat is not set",
+                        spec.do,
+                    )
+                )
+            moves = ("net.rebind", "net.address_change", "net.path_change")
+            if nat is not None and spec.do in moves and spec.side == nat.side:
+                errors.append(
+                    located_error(
+                        ("steps", index, "side"),
+                        "behind_nat",
+                        f"the {nat.side} is behind the NAT; its traffic moves "
+                        "with nat.rebind, not " + spec.do,
+                        str(spec.side),
+                    )
+                )
         raise_errors(type(self).__name__, errors)
         return self
 

@@ -18,8 +18,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.call.calls import CallConfig, LoopbackCall, RecoveryPolicy, SideConfig
+from agent.call.calls import (
+    Call,
+    CallConfig,
+    CertExpiryPolicy,
+    FarEndProfile,
+    LoopbackCall,
+    RecoveryPolicy,
+    SideConfig,
+)
+from agent.call.faults import NatConfig, NetworkConfig
 from agent.errors import AgentError
+from agent.net.nat import Behavior, Refresh
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings
 from agent.scenario.expect import check_expectations
@@ -65,6 +75,7 @@ def call_config(scenario: Scenario, call_id: str, seed: int) -> CallConfig:
         ),
         thresholds=scenario_thresholds(scenario),
         seed=seed,
+        network=network_config(scenario),
     )
 
 
@@ -74,6 +85,28 @@ def side_config(peer: PeerSettings) -> SideConfig:
         recovery=RecoveryPolicy(peer.recovery),
         disconnected_after_s=peer.disconnected_after,
         consent_interval_s=peer.consent_interval,
+        send_audio=peer.send_audio,
+        certificate_lifetime_s=peer.certificate_lifetime,
+        cert_expiry=CertExpiryPolicy(peer.cert_expiry),
+        dtls_profile=FarEndProfile(peer.dtls_profile),
+    )
+
+
+def network_config(scenario: Scenario) -> NetworkConfig:
+    nat = scenario.network.nat
+    if nat is None:
+        return NetworkConfig()
+    return NetworkConfig(
+        nat=NatConfig(
+            side=Side(nat.side),
+            type=nat.type,
+            mapping=None if nat.mapping is None else Behavior(nat.mapping),
+            filtering=None if nat.filtering is None else Behavior(nat.filtering),
+            udp_timeout_s=nat.udp_timeout,
+            refresh=Refresh(nat.refresh),
+            public_address=str(nat.public_address),
+            stun_address=str(nat.stun_address),
+        )
     )
 
 
@@ -91,7 +124,10 @@ class ScenarioRunner:
         seed: int | None = None,
         on_result: ResultSink | None = None,
         progress: RunProgress | None = None,
+        call_factory: Callable[[CallConfig], Call] = LoopbackCall,
     ) -> None:
+        #: builds each call; a remote call (``callagent call``) plays one side
+        self._call_factory = call_factory
         self.seed = (
             seed if seed is not None else random.SystemRandom().randrange(1 << 31)
         )
@@ -116,7 +152,7 @@ class ScenarioRunner:
         seed = self.call_seed(scenario, index)
         progress = CallProgress(call_id, scenario.name, total_s=scenario.duration)
         self.progress.calls[call_id] = progress
-        call = LoopbackCall(call_config(scenario, call_id, seed))
+        call = self._call_factory(call_config(scenario, call_id, seed))
         started = time.monotonic()
         final_state = "never_connected"
         interrupted = False
@@ -167,7 +203,7 @@ class ScenarioRunner:
         return result
 
     async def _run_timeline(
-        self, call: LoopbackCall, scenario: Scenario, progress: CallProgress
+        self, call: Call, scenario: Scenario, progress: CallProgress
     ) -> None:
         loop = asyncio.get_running_loop()
         t0 = loop.time()
@@ -183,14 +219,14 @@ class ScenarioRunner:
         finally:
             ticker.cancel()
 
-    async def _run_step(self, call: LoopbackCall, step: StepSpec) -> None:
+    async def _run_step(self, call: Call, step: StepSpec) -> None:
         side = None if step.side is None else Side(step.side)
         params = step.params.model_dump(mode="json") if step.params is not None else {}
         call.record_step(side, step.do, params)
         await STEPS[step.do]().run(call, side, step.params)
 
 
-async def _wait_or_end(call: LoopbackCall, seconds: float) -> bool:
+async def _wait_or_end(call: Call, seconds: float) -> bool:
     """Wait ``seconds``; True when the call ended meanwhile."""
     if call.ended.is_set():
         return True

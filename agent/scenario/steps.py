@@ -30,16 +30,18 @@ import abc
 import re
 from typing import Annotated, ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
 
 from agent.observe.model import Side
 
 __all__ = [
     "RESERVED_KEYS",
     "STEPS",
+    "DtlsRehandshake",
     "Hangup",
     "IceRestart",
     "Noop",
+    "SbcFailover",
     "SidePolicy",
     "Step",
     "StepParams",
@@ -76,6 +78,21 @@ class StepTarget(Protocol):
         """``side`` starts an ICE restart (RFC 8445 §9) by re-offering."""
         ...
 
+    async def rehandshake_dtls(
+        self,
+        side: Side,
+        *,
+        rotate_certificate: bool,
+        ice_restart: bool,
+        cause: str | None,
+    ) -> None:
+        """``side`` starts a new DTLS association on the live call."""
+        ...
+
+    async def fail_over(self, side: Side, *, ice_restart: bool) -> None:
+        """``side`` acts as an SBC failing over to a backup with no DTLS state."""
+        ...
+
 
 class StepParams(BaseModel):
     """Base for a step's parameters: unknown keys are errors, values immutable.
@@ -99,6 +116,13 @@ class Step(abc.ABC):
     summary: ClassVar[str]
     #: the call is over once this step ran; the runner ends the scenario early
     ends_call: ClassVar[bool] = False
+
+    def required_side(self, side: Side | None) -> Side:
+        """``side`` of a ``side = "required"`` step (StepSpec enforces it;
+        this guards direct callers)."""
+        if side is None:
+            raise ValueError(f"{self.name} needs a side")
+        return side
 
     @abc.abstractmethod
     async def run(
@@ -208,9 +232,12 @@ class Hangup(Step):
         await target.hangup(side)
 
 
+CauseName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+
+
 class IceRestartParams(StepParams):
     #: what the restart stands for on the timeline (default ``manual``)
-    cause: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")] | None = None
+    cause: CauseName | None = None
 
 
 @register
@@ -230,7 +257,66 @@ class IceRestart(Step):
     async def run(
         self, target: StepTarget, side: Side | None, params: BaseModel
     ) -> None:
-        if side is None:
-            raise ValueError("ice.restart needs a side")
         assert isinstance(params, IceRestartParams)
-        await target.restart_ice(side, params.cause)
+        await target.restart_ice(self.required_side(side), params.cause)
+
+
+class DtlsRehandshakeParams(StepParams):
+    #: new certificate, signalled by a re-offer (else: same certificates, a
+    #: new ClientHello with no signalling)
+    rotate_certificate: StrictBool = True
+    #: make the re-offer an ICE restart too (RFC 8829 §5.11's expectation)
+    ice_restart: StrictBool = False
+    cause: CauseName | None = None
+
+
+@register
+class DtlsRehandshake(Step):
+    """``side`` starts a new DTLS association on the live call.
+
+    Media keeps flowing under the old keys until the new association is up,
+    then switches; the observers count one rehandshake, local on ``side``.
+    """
+
+    name = "dtls.rehandshake"
+    side = "required"
+    Params = DtlsRehandshakeParams
+    summary = "the given side starts a new DTLS handshake (rotating its certificate)"
+
+    async def run(
+        self, target: StepTarget, side: Side | None, params: BaseModel
+    ) -> None:
+        assert isinstance(params, DtlsRehandshakeParams)
+        await target.rehandshake_dtls(
+            self.required_side(side),
+            rotate_certificate=params.rotate_certificate,
+            ice_restart=params.ice_restart,
+            cause=params.cause,
+        )
+
+
+class SbcFailoverParams(StepParams):
+    #: the backup also starts a new ICE generation (new ufrag/pwd, new sockets)
+    ice_restart: StrictBool = True
+
+
+@register
+class SbcFailover(Step):
+    """``side`` fails over to a backup: new certificate, no DTLS state, a
+    re-offer; the other side keeps its call and must handshake again."""
+
+    name = "sbc.failover"
+    side = "required"
+    Params = SbcFailoverParams
+    summary = "the given side fails over to a backup SBC (new cert, no DTLS state)"
+
+    async def run(
+        self, target: StepTarget, side: Side | None, params: BaseModel
+    ) -> None:
+        assert isinstance(params, SbcFailoverParams)
+        await target.fail_over(self.required_side(side), ice_restart=params.ice_restart)
+
+
+# The network fault steps register themselves; import them with the registry so
+# every reader of STEPS sees them.
+from agent.scenario import steps_net as _steps_net  # noqa: E402, F401

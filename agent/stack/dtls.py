@@ -317,6 +317,9 @@ class SrtpTransport:
 
     def abort_rehandshake(self, why: str) -> None:
         self._end_rehandshake("failed", {"error": why})
+        if self.current is not None and self.current.closed_by_remote:
+            # The far end already dropped the old association: nothing left.
+            self._set_state(DtlsState.FAILED)
 
     def start_association(
         self, role: str, remote_fingerprints: list[RTCDtlsFingerprint] | None = None
@@ -531,6 +534,11 @@ class SrtpTransport:
 
     def _on_remote_close(self, association: DtlsAssociation) -> None:
         if association is not self.current or self.pending is not None:
+            return
+        if self._rehandshake_open:
+            # We asked for a new association (a re-offer with a new
+            # fingerprint): the far end dropping the old one is expected, and
+            # the rehandshake's outcome decides what becomes of the call.
             return
         logger.info("%s: far end sent close_notify", self.name)
         loop = asyncio.get_running_loop()

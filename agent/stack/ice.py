@@ -14,6 +14,15 @@ selected pair (``selected_pair_changes``).
 * ``sendto``/``data_received`` pass every non-STUN datagram to a tap callback
   before the normal path (the wire tap of DESIGN.md).
 * ``check_complete`` reports a change of the nominated pair.
+* every socket's traffic passes through the side's network (:class:`SideNet`):
+  impairment filters (drop, delay) and a route (a rebind, an address change, a
+  NAT) that ``agent/net`` installs; a :class:`SocketTap` is one socket's face.
+* the selected pair *follows* the far end to a new address inside one
+  generation, as libwebrtc does: a controlling agent nominates a pair that a
+  triggered check validated (aioice's aggressive nomination, RFC 8445 §7.3.1.4),
+  and a controlled agent switches to a valid pair that is receiving when the
+  selected one has stopped receiving (libwebrtc's controlled-side rule), or on
+  USE-CANDIDATE (RFC 8445 §7.3.1.5).
 * ``query_consent`` is replaced by RFC 7675 consent freshness with a configurable
   interval that *reports* expiry (aioice silently closes the connection after
   ~30 s, which aiortc then shows as ``closed``, not ``failed``), and every
@@ -44,7 +53,7 @@ from typing import Any, Protocol
 
 import aioice
 from aioice import stun
-from aioice.ice import CandidatePair
+from aioice.ice import CandidatePair, server_reflexive_candidate
 from aiortc import RTCIceGatherer
 
 logger = logging.getLogger(__name__)
@@ -80,18 +89,69 @@ class SelectedPair:
 
 
 WireTap = Callable[[WireDirection, bytes], None]
+Address = tuple[str, int]
+
+
+@dataclass(frozen=True)
+class Delay:
+    """A filter's verdict: the datagram passes, this many seconds late."""
+
+    seconds: float
 
 
 class DatagramFilter(Protocol):
     """An impairment on this agent's own sockets (``agent/net`` builds them).
 
     ``admit`` sees every datagram — STUN included — in each direction, with the
-    far end's address, and says whether it passes. Filters compose in order.
+    far end's address, and says whether it passes: ``True``, ``False`` (dropped)
+    or a :class:`Delay`. Filters compose in order; delays add up.
     """
 
     def admit(
-        self, direction: WireDirection, data: bytes, addr: tuple[str, int]
-    ) -> bool: ...
+        self, direction: WireDirection, data: bytes, addr: Address
+    ) -> bool | Delay: ...
+
+
+class SocketRoute(Protocol):
+    """Where a side's datagrams really leave from and arrive at.
+
+    Without a route a socket sends from, and receives on, its own address. A
+    route (``agent/net``: a rebind, an address change, a path change, a NAT)
+    takes over: :meth:`send` puts an outbound datagram on the wire its own way
+    and hands what comes back to :meth:`SocketTap.deliver`; :meth:`direct_inbound`
+    says whether datagrams reaching the socket's own address still count (a dead
+    old port or an unreachable private address says no).
+    """
+
+    def send(self, tap: SocketTap, data: bytes, addr: Address) -> None: ...
+
+    def direct_inbound(self, tap: SocketTap) -> bool: ...
+
+
+class SideNet:
+    """One side's network, shared by every ICE generation of that side.
+
+    A fault applies to a *side*, not to one generation: a blackhole or a NAT
+    must also catch the sockets an ICE restart opens. :class:`AgentIceConnection`
+    registers each socket here (:attr:`taps`) and consults :attr:`filters` and
+    :attr:`route` on every datagram, so changes apply at once to live sockets.
+    ``stun_server`` is where a host learns its server-reflexive address (the NAT
+    lab's responder).
+    """
+
+    def __init__(self) -> None:
+        self.filters: list[DatagramFilter] = []
+        self.route: SocketRoute | None = None
+        self.stun_server: Address | None = None
+        self.taps: list[SocketTap] = []
+
+    def live_taps(self) -> list[SocketTap]:
+        self.taps = [t for t in self.taps if not t.closed]
+        return list(self.taps)
+
+    def tap_at(self, local: Address) -> SocketTap | None:
+        """The live socket bound to ``local``, if any."""
+        return next((t for t in self.live_taps() if t.local == local), None)
 
 
 PairListener = Callable[[SelectedPair], None]
@@ -100,6 +160,11 @@ PairListener = Callable[[SelectedPair], None]
 CONSENT_EXPIRY_S = 30.0
 #: RFC 7675 §5.1: checks every 5 s on average, randomised 0.8..1.2.
 CONSENT_INTERVAL_S = 5.0
+#: libwebrtc's WEAK_CONNECTION_RECEIVE_TIMEOUT: a pair that received nothing
+#: this long is no longer "receiving", and a controlled agent may leave it.
+RECEIVING_TIMEOUT_S = 2.5
+#: server-reflexive gathering gives up after this long (RFC 8489 would retry 39 s)
+SRFLX_TIMEOUT_S = 3.0
 
 
 def _describe_pair(pair: CandidatePair) -> SelectedPair:
@@ -121,6 +186,8 @@ class AgentIceConnection(aioice.Connection):
         consent_interval_s: float = CONSENT_INTERVAL_S,
         consent_expiry_s: float = CONSENT_EXPIRY_S,
         rng: random.Random | None = None,
+        net: SideNet | None = None,
+        receiving_timeout_s: float = RECEIVING_TIMEOUT_S,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("use_ipv6", False)
@@ -137,8 +204,15 @@ class AgentIceConnection(aioice.Connection):
         #: set once consent has expired (RFC 7675 §5.1)
         self.consent_expired = asyncio.Event()
         self.consent_failures = 0
-        #: impairments applied to every socket of this connection, in order
+        #: impairments on this generation's sockets only, applied before the
+        #: side's (``net.filters``)
         self.filters: list[DatagramFilter] = []
+        #: the side's network, shared across generations (see :class:`SideNet`)
+        self.net = net or SideNet()
+        self.receiving_timeout_s = receiving_timeout_s
+        self._taps: list[SocketTap] = []
+        #: loop time of the last datagram per (socket id, far-end address)
+        self._received_on: dict[tuple[int, Address], float] = {}
 
     @property
     def tie_breaker(self) -> int:
@@ -155,7 +229,8 @@ class AgentIceConnection(aioice.Connection):
 
     # -- gathering -------------------------------------------------------
     async def gather_candidates(self) -> None:
-        """Gather host candidates on the chosen addresses only."""
+        """Gather host candidates on the chosen addresses only, and a
+        server-reflexive one per host socket when the side has a STUN server."""
         if self._local_candidates_start:
             return
         self._local_candidates_start = True
@@ -165,27 +240,106 @@ class AgentIceConnection(aioice.Connection):
             )
         for protocol in self._protocols:
             self._filter_socket(protocol)
+        if self.net.stun_server is not None:
+            # After the sockets are routed: the STUN request must go out the
+            # way the side's traffic does (through its NAT), RFC 8445 §5.1.1.2.
+            for protocol in list(self._protocols):
+                await self._gather_srflx(protocol, self.net.stun_server)
         self._local_candidates_end = True
 
-    def _admit(self, direction: WireDirection, data: bytes, addr: Any) -> bool:
-        return all(f.admit(direction, data, (addr[0], addr[1])) for f in self.filters)
+    async def _gather_srflx(self, protocol: Any, server: Address) -> None:
+        try:
+            candidate, _ = await asyncio.wait_for(
+                server_reflexive_candidate(protocol, server), SRFLX_TIMEOUT_S
+            )
+        except (stun.TransactionError, TimeoutError, OSError) as exc:
+            logger.info(
+                "%s: no server-reflexive candidate from %s: %s", self, server, exc
+            )
+            return
+        local = protocol.local_candidate
+        # RFC 8445 §5.1.3: a srflx equal to its base (no NAT) is redundant.
+        if (candidate.host, candidate.port) != (local.host, local.port):
+            self._local_candidates.append(candidate)
+
+    def attach_net(self, net: SideNet) -> None:
+        """Join the side's shared network (idempotent); live sockets move too."""
+        if net is self.net:
+            return
+        self.net = net
+        for tap in self._taps:
+            if tap not in net.taps:
+                net.taps.append(tap)
+
+    def _verdict(
+        self, direction: WireDirection, data: bytes, addr: Address
+    ) -> float | None:
+        """Seconds of delay for this datagram, or None when it is dropped."""
+        delay = 0.0
+        for chain in (self.filters, self.net.filters):
+            for impairment in list(chain):
+                verdict = impairment.admit(direction, data, addr)
+                if verdict is False:
+                    return None
+                if isinstance(verdict, Delay):
+                    delay += max(0.0, verdict.seconds)
+        return delay
 
     def _filter_socket(self, protocol: Any) -> None:
-        """Route one socket's traffic, both ways, through :attr:`filters`."""
-        receive = protocol.datagram_received
-        transport = protocol.transport
-        send = transport.sendto
+        """Route one socket's traffic, both ways, through the side's network."""
+        tap = SocketTap(self, protocol)
+        self._taps.append(tap)
+        self.net.taps.append(tap)
 
         def datagram_received(data: bytes, addr: Any) -> None:
-            if not self.filters or self._admit(WireDirection.INBOUND, data, addr):
-                receive(data, addr)
+            route = self.net.route
+            if route is not None and not route.direct_inbound(tap):
+                return
+            tap.deliver(data, (addr[0], addr[1]))
 
         def sendto(data: bytes, addr: Any = None) -> None:
-            if not self.filters or self._admit(WireDirection.OUTBOUND, data, addr):
-                send(data, addr)
+            tap.outbound(data, (addr[0], addr[1]))
 
         protocol.datagram_received = datagram_received
-        transport.sendto = sendto
+        protocol.transport.sendto = sendto
+
+    # -- following the far end to a new address (same generation) ---------
+    def _received(self, protocol: Any, addr: Address, data: bytes) -> None:
+        now = asyncio.get_running_loop().time()
+        self._received_on[(protocol.id, addr)] = now
+        if not self.ice_controlling and data and data[0] > 3:
+            # RFC 7983: not STUN. Media arriving on a valid non-selected pair.
+            pair = self._valid_pair(protocol, addr)
+            if pair is not None:
+                self._maybe_follow(pair, now)
+
+    def _valid_pair(self, protocol: Any, addr: Address) -> CandidatePair | None:
+        for pair in self._check_list:
+            if (
+                pair.protocol is protocol
+                and pair.remote_addr == addr
+                and pair.state == CandidatePair.State.SUCCEEDED
+            ):
+                return pair
+        return None
+
+    def _maybe_follow(self, pair: CandidatePair, now: float) -> None:
+        """libwebrtc's controlled side: leave a selected pair that stopped
+        receiving for a valid pair that receives (the far end moved: a NAT
+        rebinding, a path change)."""
+        selected = self._nominated.get(pair.component)
+        if selected is None or selected is pair or self._closing:
+            return
+        last = self._received_on.get((selected.protocol.id, selected.remote_addr))
+        if last is not None and now - last < self.receiving_timeout_s:
+            return
+        heard = self._received_on.get((pair.protocol.id, pair.remote_addr))
+        if heard is None or now - heard >= self.receiving_timeout_s:
+            return
+        logger.info("%s: selected pair follows the far end to %s", self, pair)
+        pair.nominated = True
+        self._nominated[pair.component] = pair
+        self._notify_selected()
 
     # -- wire tap --------------------------------------------------------
     async def sendto(self, data: bytes, component: int) -> None:
@@ -237,6 +391,13 @@ class AgentIceConnection(aioice.Connection):
     # -- selected pair ---------------------------------------------------
     def check_complete(self, pair: CandidatePair) -> None:
         super().check_complete(pair)
+        if (
+            not self.ice_controlling
+            and pair.state == CandidatePair.State.SUCCEEDED
+            and self._nominated
+        ):
+            # A triggered check toward a far end that moved just succeeded.
+            self._maybe_follow(pair, asyncio.get_running_loop().time())
         self._notify_selected()
 
     def _notify_selected(self) -> None:
@@ -253,6 +414,66 @@ class AgentIceConnection(aioice.Connection):
     def selected_pair(self) -> SelectedPair | None:
         pair = self._nominated.get(1)
         return None if pair is None else _describe_pair(pair)
+
+
+class SocketTap:
+    """One ICE socket as ``agent/net`` sees it: its own address, its raw send,
+    and the way into the ICE agent for what arrives (after the side's filters).
+    """
+
+    def __init__(self, connection: AgentIceConnection, protocol: Any) -> None:
+        self.connection = connection
+        self._protocol = protocol
+        self._receive = protocol.datagram_received
+        self._transport = protocol.transport
+        self._send = protocol.transport.sendto
+        sockname = protocol.transport.get_extra_info("sockname")
+        #: the address the socket is bound to (the host candidate)
+        self.local: Address = (sockname[0], sockname[1])
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._transport.is_closing())
+
+    def send_direct(self, data: bytes, addr: Address) -> None:
+        """Send from the socket's own address, past every impairment."""
+        if not self.closed:
+            self._send(data, addr)
+
+    def outbound(self, data: bytes, addr: Address) -> None:
+        delay = self.connection._verdict(WireDirection.OUTBOUND, data, addr)
+        if delay is None:
+            return
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._route_out, data, addr)
+        else:
+            self._route_out(data, addr)
+
+    def _route_out(self, data: bytes, addr: Address) -> None:
+        route = self.connection.net.route
+        if route is None:
+            self.send_direct(data, addr)
+        elif not self.closed:
+            route.send(self, data, addr)
+
+    def deliver(self, data: bytes, addr: Address) -> None:
+        """A datagram from ``addr`` reached this host: impair it, then hand it
+        to the ICE agent."""
+        if self.closed:
+            return
+        delay = self.connection._verdict(WireDirection.INBOUND, data, addr)
+        if delay is None:
+            return
+        if delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._hand_in, data, addr)
+        else:
+            self._hand_in(data, addr)
+
+    def _hand_in(self, data: bytes, addr: Address) -> None:
+        if self.closed:
+            return
+        self.connection._received(self._protocol, addr, data)
+        self._receive(data, addr)
 
 
 class IceMux:
@@ -335,6 +556,7 @@ class AgentIceGatherer(RTCIceGatherer):
         host_addresses: list[str],
         consent_interval_s: float = CONSENT_INTERVAL_S,
         rng: random.Random | None = None,
+        net: SideNet | None = None,
     ) -> None:
         super().__init__(iceServers=[])
         self.connection = AgentIceConnection(
@@ -342,6 +564,7 @@ class AgentIceGatherer(RTCIceGatherer):
             ice_controlling=False,
             consent_interval_s=consent_interval_s,
             rng=rng,
+            net=net,
         )
         # RTCIceTransport takes the gatherer's connection for send/recv.
         self._connection = self.connection

@@ -660,9 +660,11 @@ class Peer:
         generation.remote = RTCIceParameters(usernameFragment=ufrag, password=pwd)
         for line in candidates:
             await self._add_candidate(generation, line)
-        if end:
-            await generation.transport.addRemoteCandidate(None)
         await generation.gatherer.gather()
+        if end:
+            # After our own gathering: aioice's end-of-candidates must not
+            # cut our local candidates short.
+            await generation.transport.addRemoteCandidate(None)
         self._start_generation(generation)
         local = generation.gatherer.getLocalParameters()
         lines = [
@@ -685,7 +687,8 @@ class Peer:
             candidate = sdp.candidate_from_sdp(
                 candidate_line.strip().removeprefix("a=").removeprefix("candidate:")
             )
-        except (ValueError, IndexError) as exc:
+        except (ValueError, IndexError, AssertionError) as exc:
+            # aiortc's parser asserts on short lines: still the far end's error.
             raise SignalingError(
                 f"bad remote ICE candidate: {candidate_line!r}"
             ) from exc

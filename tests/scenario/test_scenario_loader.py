@@ -114,7 +114,7 @@ def test_yaml_and_pydantic_causes_are_kept_for_debugging() -> None:
         (
             "name: x\nduration: 1s\n1: 2\n",
             "x.yaml:3: 1: unknown field; expected one of: calls, description, "
-            "duration, expect, media, name, peers, seed, steps, thresholds",
+            "duration, expect, media, name, network, peers, seed, steps, thresholds",
         ),
         (
             "name: x\nduration: 1s\n? [a]\n: 2\n",
@@ -228,8 +228,22 @@ def test_full_example_values() -> None:
         (0.0, "noop", None),
         (0.5, "noop", None),
         (10.0, "ice.restart", "caller"),
+        (20.0, "dtls.rehandshake", "callee"),
+        (30.0, "sbc.failover", "callee"),
         (60.0, "hangup", "callee"),
     ]
+    assert scenario.steps[3].params.model_dump() == {
+        "rotate_certificate": False,
+        "ice_restart": False,
+        "cause": None,
+    }
+    assert scenario.steps[4].params.model_dump() == {"ice_restart": False}
+    callee = scenario.peers.callee
+    assert (callee.certificate_lifetime, callee.cert_expiry, callee.dtls_profile) == (
+        30.0,
+        "keep",
+        "rehandshake_on_ice_restart",
+    )
     assert scenario.steps[2].params.model_dump() == {"cause": "nat_rebind"}
     caller = scenario.peers.caller
     assert (caller.recovery, caller.disconnected_after, caller.consent_interval) == (
@@ -237,7 +251,7 @@ def test_full_example_values() -> None:
         1.5,
         2.0,
     )
-    assert scenario.peers.callee.recovery == "none"
+    assert callee.recovery == "none"
     by_side = scenario.expect.initiated_by.ice_restarts
     assert by_side is not None and str(by_side.network) == "<= 0"
     assert scenario.expect.causes.ice_restarts == "nat_rebind"

@@ -1,0 +1,352 @@
+"""The WHIP endpoint (RFC 9725) and the live views, as an aiohttp application.
+
+Theory of operation
+-------------------
+``POST /whip`` with an SDP offer creates a *WHIP session*: a resource at
+``/whip/<id>`` (an unguessable id, RFC 9725 §4.2 and §7) that answers
+``201 Created`` with the SDP answer, ``Location`` and a strong ``ETag``
+identifying the current ICE session. On the resource:
+
+=========  =====================================  =================================
+method     body                                   result
+=========  =====================================  =================================
+PATCH      sdpfrag, same ufrag/pwd (or none)      trickle candidates: 204
+PATCH      sdpfrag, new ufrag/pwd                 ICE restart: 200, our new ufrag/
+                                                  pwd/candidates, a new ETag
+DELETE     —                                      the call ends: 200
+=========  =====================================  =================================
+
+Preconditions (RFC 9110 §13.1.1, RFC 6585 §3): an ICE restart must carry
+``If-Match`` (``*`` as RFC 9725 §4.3.2 asks, or the current ETag), else 428; an
+``If-Match`` naming another ETag gets 412, for a trickle too (the candidates
+belong to an ICE session that no longer exists).
+
+Errors are one line of ``text/plain``: 400 (unusable SDP, no audio), 401
+(missing or wrong bearer token, RFC 6750; compared in constant time), 404, 405,
+413 (body over the limit), 415 (wrong ``Content-Type``), 428, 412, 503 (at the
+concurrent-call limit, with ``Retry-After``). A handler never lets an exception
+out: a bug in one request is a 500 and the server keeps serving the others.
+
+Every response carries CORS headers and ``OPTIONS`` answers preflights, so a
+page on another origin (a browser WHIP client) can use the endpoint. The same
+application serves ``GET /calls`` (JSON), ``GET /metrics`` (Prometheus text)
+and the ``/ws`` signalling channel (:mod:`agent.signaling.ws`).
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from aiohttp import web
+
+from agent.errors import SignalingError
+from agent.signaling.sdpfrag import MEDIA_TYPE as SDPFRAG
+from agent.signaling.sdpfrag import SdpFrag, build_sdpfrag, parse_sdpfrag
+from agent.signaling.session import (
+    CallBackend,
+    CallSession,
+    IceCredentials,
+    OfferContext,
+    ServerBusy,
+)
+from agent.signaling.ws import serve_ws
+from agent.stack.peer import parse_sdp
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["ServerSettings", "WhipResource", "WhipServer"]
+
+SDP = "application/sdp"
+#: An audio offer from a browser is 3-6 KiB; 64 KiB leaves room and no more.
+DEFAULT_MAX_BODY = 64 * 1024
+PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
+
+CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Expose-Headers": "Location, ETag, Accept-Patch, Link",
+}
+PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Max-Age": "600",
+}
+
+
+@dataclass
+class ServerSettings:
+    token: str | None = None
+    max_body: int = DEFAULT_MAX_BODY
+
+
+@dataclass
+class WhipResource:
+    """One WHIP session: its call, current ETag and the far end's ICE credentials."""
+
+    id: str
+    session: CallSession
+    remote_ufrag: str
+    remote_pwd: str
+    mid: str
+    etag: str = field(default_factory=lambda: new_etag())
+
+
+def new_etag() -> str:
+    return f'"{secrets.token_hex(8)}"'
+
+
+def if_match_allows(header: str, etag: str) -> bool:
+    """RFC 9110 §13.1.1: ``*`` or a list of entity-tags, strong comparison."""
+    tags = [tag.strip() for tag in header.split(",")]
+    return "*" in tags or etag in tags
+
+
+def plain_error(status: int, reason: str, **headers: str) -> web.Response:
+    # One line, so a client can show it as is.
+    text = " ".join(reason.split())
+    return web.Response(status=status, text=text + "\n", headers=headers)
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class WhipServer:
+    """The aiohttp application serving ``/whip``, ``/calls``, ``/metrics``, ``/ws``."""
+
+    def __init__(self, backend: CallBackend, settings: ServerSettings) -> None:
+        self.backend = backend
+        self.settings = settings
+        self.resources: dict[str, WhipResource] = {}
+        self.app = web.Application(
+            middlewares=[self._cors_and_errors],
+            # aiohttp itself answers 413 past this, whatever Content-Length says.
+            client_max_size=settings.max_body,
+        )
+        self.app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
+        self.app.router.add_post("/whip", self._post)
+        self.app.router.add_patch("/whip/{id}", self._patch)
+        self.app.router.add_delete("/whip/{id}", self._delete)
+        self.app.router.add_get("/calls", self._calls)
+        self.app.router.add_get("/metrics", self._metrics)
+        self.app.router.add_get("/ws", self._ws)
+
+    # -- middleware ---------------------------------------------------------
+    @web.middleware
+    async def _cors_and_errors(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except web.HTTPException as exc:
+            if exc.status == 413:
+                exc = web.HTTPRequestEntityTooLarge(
+                    max_size=self.settings.max_body,
+                    actual_size=request.content_length or 0,
+                    text=f"request body is larger than {self.settings.max_body} "
+                    "bytes\n",
+                )
+            exc.headers.update(CORS_HEADERS)
+            raise exc from None
+        except Exception:
+            logger.exception("%s %s: internal error", request.method, request.path)
+            response = plain_error(500, "internal error; see the server log")
+        if not response.prepared:
+            response.headers.update(CORS_HEADERS)
+        return response
+
+    async def _preflight(self, request: web.Request) -> web.StreamResponse:
+        headers = dict(PREFLIGHT_HEADERS)
+        if request.path == "/whip":
+            headers["Accept-Post"] = SDP
+        elif request.path.startswith("/whip/"):
+            headers["Accept-Patch"] = SDPFRAG
+        return web.Response(status=204, headers=headers)
+
+    # -- checks -------------------------------------------------------------
+    def authorized(self, request: web.Request, *, query_token: bool = False) -> bool:
+        """Bearer token (RFC 6750 §2.1), or ``access_token`` in the query
+        (§2.3) where headers cannot be set (a browser's WebSocket)."""
+        expected = self.settings.token
+        if expected is None:
+            return True
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" and query_token:
+            given = request.query.get("access_token", "")
+        elif scheme.lower() != "bearer":
+            given = ""
+        return hmac.compare_digest(given.strip().encode(), expected.encode())
+
+    def _unauthorized(self) -> web.Response:
+        return plain_error(
+            401,
+            "missing or wrong bearer token",
+            **{"WWW-Authenticate": 'Bearer realm="callagent"'},
+        )
+
+    async def _body(self, request: web.Request, media_type: str) -> str | web.Response:
+        if request.content_type != media_type:
+            return plain_error(
+                415,
+                f"Content-Type must be {media_type}, got "
+                f"{request.content_type or 'none'}",
+            )
+        length = request.content_length
+        if length is not None and length > self.settings.max_body:
+            return plain_error(
+                413, f"request body is larger than {self.settings.max_body} bytes"
+            )
+        raw = await request.read()
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return plain_error(400, "request body is not UTF-8 text")
+
+    def _resource(self, request: web.Request) -> WhipResource | web.Response:
+        resource = self.resources.get(request.match_info["id"])
+        if resource is None or resource.session.ended.is_set():
+            return plain_error(404, "no such WHIP session (ended or never created)")
+        return resource
+
+    # -- WHIP ---------------------------------------------------------------
+    async def _post(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorized(request):
+            return self._unauthorized()
+        body = await self._body(request, SDP)
+        if isinstance(body, web.Response):
+            return body
+        self.forget_ended()
+        try:
+            offer = parse_sdp(body, "offer")
+            audio = next((m for m in offer.media if m.kind == "audio"), None)
+            if audio is None:
+                raise SignalingError("offer has no audio m-section")
+            if audio.ice is None or not audio.ice.usernameFragment:
+                raise SignalingError("offer's audio section has no ICE ufrag/pwd")
+            context = OfferContext(
+                mode="whip-server",
+                remote_address=request.remote,
+                user_agent=request.headers.get("User-Agent"),
+            )
+            session, answer = await self.backend.open_call(body, context)
+        except ServerBusy as exc:
+            return plain_error(503, str(exc), **{"Retry-After": "5"})
+        except SignalingError as exc:
+            return plain_error(400, str(exc))
+        resource_id = secrets.token_urlsafe(16)
+        resource = WhipResource(
+            id=resource_id,
+            session=session,
+            remote_ufrag=str(audio.ice.usernameFragment),
+            remote_pwd=str(audio.ice.password),
+            mid=audio.rtp.muxId or "0",
+        )
+        self.resources[resource_id] = resource
+        logger.info("WHIP session %s: call %s", resource_id, session.call_id)
+        return web.Response(
+            status=201,
+            body=answer.encode(),
+            content_type=SDP,
+            headers={
+                "Location": f"/whip/{resource_id}",
+                "ETag": resource.etag,
+                "Accept-Patch": SDPFRAG,
+            },
+        )
+
+    async def _patch(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorized(request):
+            return self._unauthorized()
+        resource = self._resource(request)
+        if isinstance(resource, web.Response):
+            return resource
+        body = await self._body(request, SDPFRAG)
+        if isinstance(body, web.Response):
+            return body
+        try:
+            frag = parse_sdpfrag(body)
+        except SignalingError as exc:
+            return plain_error(400, str(exc))
+        if_match = request.headers.get("If-Match")
+        restart = frag.has_credentials and (
+            frag.ufrag != resource.remote_ufrag or frag.pwd != resource.remote_pwd
+        )
+        if restart and if_match is None:
+            return plain_error(
+                428, "an ICE restart needs If-Match (RFC 9725 §4.3.2: If-Match: *)"
+            )
+        if if_match is not None and not if_match_allows(if_match, resource.etag):
+            return plain_error(
+                412, f"If-Match {if_match} is not the current ETag {resource.etag}"
+            )
+        try:
+            if restart:
+                return await self._restart(resource, frag)
+            await self._trickle(resource, frag)
+        except SignalingError as exc:
+            return plain_error(400, str(exc))
+        return web.Response(status=204)
+
+    async def _trickle(self, resource: WhipResource, frag: SdpFrag) -> None:
+        for candidate in frag.candidates:
+            await resource.session.add_candidate(candidate)
+        if frag.end_of_candidates:
+            await resource.session.add_candidate(None)
+
+    async def _restart(
+        self, resource: WhipResource, frag: SdpFrag
+    ) -> web.StreamResponse:
+        assert frag.ufrag is not None and frag.pwd is not None
+        remote = IceCredentials(frag.ufrag, frag.pwd, frag.candidates)
+        local = await resource.session.restart_ice(remote, frag.end_of_candidates)
+        resource.remote_ufrag, resource.remote_pwd = frag.ufrag, frag.pwd
+        resource.etag = new_etag()
+        text = build_sdpfrag(
+            ufrag=local.ufrag,
+            pwd=local.pwd,
+            candidates=local.candidates,
+            mid=frag.mid or resource.mid,
+        )
+        return web.Response(
+            status=200,
+            body=text.encode(),
+            content_type=SDPFRAG,
+            headers={"ETag": resource.etag},
+        )
+
+    async def _delete(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorized(request):
+            return self._unauthorized()
+        resource = self._resource(request)
+        if isinstance(resource, web.Response):
+            return resource
+        del self.resources[resource.id]
+        await resource.session.hang_up(by_remote=True, reason="WHIP DELETE")
+        return web.Response(status=200)
+
+    def forget_ended(self) -> None:
+        """Drop resources whose call is over (a DELETE then gets 404)."""
+        for key in [k for k, r in self.resources.items() if r.session.ended.is_set()]:
+            del self.resources[key]
+
+    # -- live views ---------------------------------------------------------
+    async def _calls(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorized(request):
+            return self._unauthorized()
+        self.forget_ended()
+        return web.json_response(self.backend.active_calls())
+
+    async def _metrics(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorized(request):
+            return self._unauthorized()
+        return web.Response(
+            body=self.backend.metrics_text(),
+            headers={"Content-Type": PROMETHEUS_TEXT},
+        )
+
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if not self.authorized(request, query_token=True):
+            return self._unauthorized()
+        return await serve_ws(request, self.backend, max_message=self.settings.max_body)
