@@ -170,11 +170,15 @@ def _cause(metric: str, result: Mapping[str, Any], want: str) -> Check:
 
 
 def _per_direction(result: Mapping[str, Any], key: str) -> dict[str, float | None]:
-    # A direction whose sender is receive-only by design has nothing to measure.
+    # A direction whose sender is receive-only by design has nothing to
+    # measure; one a remote far end receives (``observed: false``, a WHIP call)
+    # cannot be measured by us. Media checks judge the directions that remain
+    # (and fail as "not measured" when none does).
     return {
         d: _number(_lookup(result, f"media.{d}.{key}"))
         for d in DIRECTIONS
         if _lookup(result, f"media.{d}.sends") is not False
+        and _lookup(result, f"media.{d}.observed") is not False
     }
 
 
@@ -199,7 +203,7 @@ def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
 def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
     expected = f"<= {limit}"
     lost = _per_direction(result, "packets_lost")
-    if any(value is None for value in lost.values()):
+    if not lost or any(value is None for value in lost.values()):
         actual = _NEVER_CONNECTED if not result.get("connected") else _NOT_MEASURED
         return Check("max_packets_lost", expected, actual, False)
     total = int(sum(value for value in lost.values() if value is not None))

@@ -271,3 +271,19 @@ def test_causes_need_every_counted_event_to_carry_the_cause() -> None:
     assert only(expect, with_events(), name) == Check(
         name, "nat_timeout", "no events", False
     )
+
+
+def test_media_checks_judge_only_the_directions_the_agent_observes() -> None:
+    # A WHIP call: the remote receives caller_to_callee, we cannot see it.
+    remote = report(media__caller_to_callee={"observed": False})
+    gap = only({"max_media_gap_ms": 100}, remote, "max_media_gap_ms")
+    assert gap == Check(
+        "max_media_gap_ms", "<= 100 ms", "62 ms (callee_to_caller)", True
+    )
+    lost = only({"max_packets_lost": 0}, remote, "max_packets_lost")
+    assert lost.passed and lost.actual == "0 (callee_to_caller 0)"
+    nothing = report(
+        media__caller_to_callee={"observed": False},
+        media__callee_to_caller={"observed": False},
+    )
+    assert not only({"max_packets_lost": 0}, nothing, "max_packets_lost").passed
