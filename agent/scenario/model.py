@@ -100,6 +100,7 @@ class MediaSettings(Section):
     """What flows on the call, and how the receivers judge it."""
 
     audio: StrictBool = True
+    #: reserved: data channels are not implemented yet, so true is an error
     datachannel: StrictBool = False
     #: decode received Opus instead of analysing RTP timing only
     decode: StrictBool = False
@@ -113,13 +114,22 @@ class MediaSettings(Section):
     @model_validator(mode="after")
     def _check_combination(self) -> Self:
         errors = []
-        if not (self.audio or self.datachannel):
+        if self.datachannel:
+            errors.append(
+                located_error(
+                    ("datachannel",),
+                    "datachannel_unsupported",
+                    "data channels are not supported yet; calls carry audio only",
+                    True,
+                )
+            )
+        elif not self.audio:
             # With nothing negotiated there is no ICE or DTLS to observe.
             errors.append(
                 located_error(
                     ("audio",),
                     "no_media",
-                    "a call needs audio or a datachannel (both are off)",
+                    "a call needs audio (nothing else is negotiated yet)",
                     self.audio,
                 )
             )

@@ -226,7 +226,7 @@ def _full() -> Scenario:
             "duration": "1m",
             "seed": 7,
             "calls": 3,
-            "media": {"datachannel": True, "packet_ms": 40, "gap_threshold_ms": 90},
+            "media": {"packet_ms": 40, "gap_threshold_ms": 90},
             "peers": {"callee": {"address": "127.0.0.3"}},
             "steps": [
                 {"at": "1s", "do": "noop"},
