@@ -104,29 +104,15 @@ class CallNetwork:
         self._observers = observers
         self._seed = seed
         self._local_side = local_side
-        self.sides: dict[Side, SideNet] = {side: SideNet() for side in peers}
+        # Each peer passes its side's network to every generation it makes.
+        self.sides: dict[Side, SideNet] = {
+            side: peer.config.net for side, peer in peers.items()
+        }
         self.nat: UserSpaceNat | None = None
         self.stun: StunResponder | None = None
         self._faults: dict[int, ActiveFault] = {}
         self._numbers = 0
         self._routes: list[RelayRoute] = []
-        for side, peer in peers.items():
-            self._adopt(side, peer)
-            observer = observers.get(side)
-            if observer is not None:
-                observer.generation_hooks.append(self._hook(side, peer))
-
-    def _hook(self, side: Side, peer: Peer) -> Callable[[int], None]:
-        def adopt(generation: int) -> None:
-            self._adopt(side, peer)
-
-        return adopt
-
-    def _adopt(self, side: Side, peer: Peer) -> None:
-        # Every generation joins the side's network before it gathers.
-        # (Once Peer passes ``net=`` to its gatherers this only confirms it.)
-        for generation in peer.generations:
-            generation.connection.attach_net(self.sides[side])
 
     # -- lifecycle ----------------------------------------------------------
     def start(self) -> None:

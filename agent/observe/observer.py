@@ -92,9 +92,6 @@ class PeerObserver:
         self._restart_spans: dict[int, Span] = {}
         self.connected_at_ms: float | None = None
         self.state: PeerState = PeerState.NEW
-        #: told the number of each new ICE generation as it is created, before
-        #: it gathers (the call's network joins its sockets to the side's)
-        self.generation_hooks: list[Callable[[int], None]] = []
         self._dtls_established = False
         self._dtls_span: Span | None = None
 
@@ -157,8 +154,6 @@ class PeerObserver:
     def on_ice_restart_started(
         self, generation: int, initiator: str, trigger: str, cause: str | None
     ) -> None:
-        for hook in self.generation_hooks:
-            hook(generation)
         self._restart_spans[generation] = self.open_span(
             EventType.ICE_RESTART,
             Initiator(initiator),

@@ -59,6 +59,7 @@ from agent.stack.ice import (
     AgentIceGatherer,
     IceMux,
     SelectedPair,
+    SideNet,
     WireDirection,
 )
 from agent.stack.media import OPUS_CLOCK_RATE, RtpAudioReceiver, RtpAudioSender
@@ -208,6 +209,9 @@ class PeerConfig:
     dtls_profile: FarEndProfile = FarEndProfile.NEVER
     #: largest DTLS datagram we send (handshake flights are packed up to it)
     dtls_mtu: int = 1200
+    #: this side's network (impairments, routes, NAT) shared by every ICE
+    #: generation, so a fault also catches the sockets a restart opens
+    net: SideNet = field(default_factory=SideNet)
 
 
 @dataclass(eq=False)
@@ -369,6 +373,7 @@ class Peer:
             host_addresses=self.config.host_addresses,
             consent_interval_s=self.config.consent_interval_s,
             rng=random.Random(self.config.rng.getrandbits(64)),
+            net=self.config.net,
         )
         generation = IceGeneration(
             number, gatherer, RTCIceTransport(gatherer), restart=restart
