@@ -65,6 +65,7 @@ class SideConfig:
     certificate_lifetime_s: float | None = None
     cert_expiry: CertExpiryPolicy = CertExpiryPolicy.ROTATE
     dtls_profile: FarEndProfile = FarEndProfile.NEVER
+    dtls_mtu: int = 1200
 
 
 @dataclass
@@ -130,6 +131,7 @@ class Call(NetFaults):
                     certificate_lifetime_s=sides[side].certificate_lifetime_s,
                     cert_expiry=sides[side].cert_expiry,
                     dtls_profile=sides[side].dtls_profile,
+                    dtls_mtu=sides[side].dtls_mtu,
                 ),
                 self.observers[side],
                 self.clock,

@@ -169,6 +169,17 @@ def _cause(metric: str, result: Mapping[str, Any], want: str) -> Check:
     return Check(name, want, ", ".join(causes), causes == [want])
 
 
+def _outcome(metric: str, result: Mapping[str, Any], want: str) -> Check:
+    name = f"outcomes.{metric}"
+    events = _counted_events(result, metric)
+    if events is None:
+        return Check(name, want, _NOT_MEASURED, False)
+    if not events:
+        return Check(name, want, "no events", False)
+    outcomes = sorted({str((e.get("detail") or {}).get("outcome")) for e in events})
+    return Check(name, want, ", ".join(outcomes), outcomes == [want])
+
+
 def _per_direction(result: Mapping[str, Any], key: str) -> dict[str, float | None]:
     # A direction whose sender is receive-only by design has nothing to
     # measure; one a remote far end receives (``observed: false``, a WHIP call)
@@ -288,6 +299,9 @@ def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
         cause = getattr(expect.causes, metric)
         if cause is not None:
             yield _cause(metric, result, cause)
+        outcome = getattr(expect.outcomes, metric)
+        if outcome is not None:
+            yield _outcome(metric, result, outcome)
     if expect.max_media_gap_ms is not None:
         yield _max_media_gap(result, expect.max_media_gap_ms)
     if expect.max_packets_lost is not None:

@@ -171,6 +171,9 @@ class PeerSettings(Section):
     certificate_lifetime: PositiveDuration | None = None
     #: on expiry: rotate (new certificate, rehandshake) or keep using it
     cert_expiry: Literal["rotate", "keep"] = "rotate"
+    #: largest DTLS datagram this peer sends; handshake messages are
+    #: fragmented to fit (the fix for a path that drops big datagrams)
+    dtls_mtu: Annotated[StrictInt, Field(ge=256, le=1500)] = 1200
     #: DTLS behaviour of field equipment this peer imitates
     dtls_profile: Literal[
         "never", "rehandshake_on_ice_restart", "rehandshake_on_source_change"
@@ -416,6 +419,16 @@ class SidePairChanges(Section):
     callee: CountRange | None = None
 
 
+OutcomeName = Literal["completed", "failed", "incomplete"]
+
+
+class OutcomeExpectations(Section):
+    """The outcome every counted event of a metric must have."""
+
+    ice_restarts: OutcomeName | None = None
+    dtls_rehandshakes: OutcomeName | None = None
+
+
 class CauseExpectations(Section):
     """The cause every counted event of a metric must carry."""
 
@@ -440,6 +453,8 @@ class Expectations(Section):
     initiated_by: InitiatorExpectations = InitiatorExpectations()
     #: the cause each counted event is attributed to
     causes: CauseExpectations = CauseExpectations()
+    #: how each counted event ended
+    outcomes: OutcomeExpectations = OutcomeExpectations()
     #: the longest gap seen by either receiver
     max_media_gap_ms: NonNegativeMilliseconds | None = None
     #: packets lost in both directions together

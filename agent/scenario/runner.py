@@ -89,6 +89,7 @@ def side_config(peer: PeerSettings) -> SideConfig:
         certificate_lifetime_s=peer.certificate_lifetime,
         cert_expiry=CertExpiryPolicy(peer.cert_expiry),
         dtls_profile=FarEndProfile(peer.dtls_profile),
+        dtls_mtu=peer.dtls_mtu,
     )
 
 

@@ -394,7 +394,12 @@ class SrtpTransport:
             SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
             lambda _c, cert, _e, depth, _ok: self._verify(association, cert, depth),
         )
+        # Our MTU, not OpenSSL's guess: handshake messages are fragmented to
+        # fit it (RFC 6347 §4.2.3), which is what gets a certificate flight
+        # through a path that drops large datagrams.
+        context.set_options(SSL.OP_NO_QUERY_MTU)
         ssl = SSL.Connection(context)
+        ssl.set_ciphertext_mtu(self.mtu)
         association.ssl = ssl
         if association.role == "server":
             ssl.set_accept_state()

@@ -287,3 +287,24 @@ def test_media_checks_judge_only_the_directions_the_agent_observes() -> None:
         media__callee_to_caller={"observed": False},
     )
     assert not only({"max_packets_lost": 0}, nothing, "max_packets_lost").passed
+
+
+def test_outcomes_need_every_counted_event_to_have_ended_that_way() -> None:
+    expect = {"outcomes": {"dtls_rehandshakes": "completed"}}
+    name = "outcomes.dtls_rehandshakes"
+
+    def rehandshake(outcome: str) -> dict[str, Any]:
+        return {
+            "type": "dtls_rehandshake",
+            "side": "caller",
+            "initiator": "local",
+            "cause": "manual",
+            "detail": {"outcome": outcome},
+        }
+
+    good = with_events(rehandshake("completed"))
+    assert only(expect, good, name) == Check(name, "completed", "completed", True)
+    stuck = with_events(rehandshake("completed"), rehandshake("incomplete"))
+    assert only(expect, stuck, name) == Check(
+        name, "completed", "completed, incomplete", False
+    )

@@ -10,6 +10,7 @@ from test_ice_restart import connected_pair, packets_after
 from test_peer import Recorder, connect, make_peer
 
 from agent.stack.dtls import make_certificate, sha256_fingerprint
+from agent.stack.ice import WireDirection
 from agent.stack.peer import CertExpiryPolicy, FarEndProfile, Peer, PeerState
 
 
@@ -188,6 +189,33 @@ async def test_a_rejected_rehandshake_is_reported_failed_and_the_call_survives()
         # The old association still holds: media flows, the call is up.
         await media_flows_both_ways(rec_a, rec_b)
         assert caller.state is callee.state is PeerState.CONNECTED
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+class DtlsSizes:
+    """Records the size of every DTLS datagram crossing a connection."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def admit(self, direction: WireDirection, data: bytes, addr: object) -> bool:
+        if data and 20 <= data[0] < 64:
+            self.sizes.append(len(data))
+        return True
+
+
+async def test_dtls_mtu_fragments_handshake_flights_to_fit() -> None:
+    caller, rec_a, callee, rec_b = await connected_pair(dtls_mtu=300)
+    try:
+        probe = DtlsSizes()
+        assert caller.current is not None
+        caller.current.connection.filters.append(probe)
+        assert await asyncio.wait_for(caller.rehandshake_dtls(), 15)
+        # Both certificate flights crossed the caller's socket, in pieces.
+        assert len(probe.sizes) >= 6 and max(probe.sizes) <= 300
+        await media_flows_both_ways(rec_a, rec_b)
     finally:
         await caller.close()
         await callee.close()
