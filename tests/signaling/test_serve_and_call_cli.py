@@ -234,3 +234,55 @@ async def test_bad_url_and_bad_listen_are_input_errors(tmp_path: Path) -> None:
     )
     _, err = await asyncio.wait_for(process.communicate(), 30)
     assert process.returncode == 2 and b"HOST:PORT" in err
+
+
+async def test_network_faults_on_a_whip_call_against_serve_in_another_process(
+    tmp_path: Path,
+) -> None:
+    """Issue 6 over WHIP: faults act on the client's own sockets, no root.
+
+    A dead path with recovery on gives an ICE restart sent as a WHIP PATCH; a
+    rebind (a NAT's new source port) is followed by the server as a selected
+    pair change, with no restart.
+    """
+    blackhole = tmp_path / "blackhole.yaml"
+    blackhole.write_text(
+        "name: whip-blackhole\nduration: 6s\n"
+        "peers:\n  caller: {recovery: restart_on_disconnected, "
+        "disconnected_after: 1s}\n"
+        "steps:\n  - {at: 1s, do: net.blackhole, side: caller, duration: 2s}\n"
+        "expect:\n  ice_restarts: {min: 1}\n"
+        "  initiated_by: {ice_restarts: {caller: {min: 1}}}\n"
+    )
+    rebind = tmp_path / "rebind.yaml"
+    rebind.write_text(
+        "name: whip-rebind\nduration: 6s\n"
+        "steps:\n  - {at: 1s, do: net.rebind, side: caller}\n"
+        "expect:\n  ice_restarts: 0\n"
+    )
+    reports = tmp_path / "served"
+    outs = {name: tmp_path / f"{name}.json" for name in ("blackhole", "rebind")}
+    with serve(tmp_path, "--report-dir", str(reports)) as (proc, url):
+        results = await asyncio.gather(
+            call(url, "--scenario", str(blackhole), "--report", str(outs["blackhole"])),
+            call(url, "--scenario", str(rebind), "--report", str(outs["rebind"])),
+        )
+        for code, stdout, stderr in results:
+            assert code == 0, stdout + stderr
+        code, err = stop(proc, signal.SIGTERM)
+        assert code == 0, err
+
+    dead = only_call(outs["blackhole"])
+    restarts = [e for e in dead["events"] if e["type"] == "ice_restart"]
+    assert restarts and restarts[0]["detail"]["trigger"] == "disconnected"
+    assert restarts[0]["cause"] == "blackhole"
+    assert restarts[0]["detail"]["outcome"] == "completed"
+    moved = only_call(outs["rebind"])
+    assert moved["metrics"]["ice_restarts"]["total"] == 0
+    assert moved["final_state"] == "connected"
+    served = [only_call(path) for path in reports.glob("whip-*.json")]
+    by_restarts = sorted(s["metrics"]["ice_restarts"]["remote"] for s in served)
+    assert by_restarts[0] == 0 and by_restarts[1] >= 1
+    follower = next(s for s in served if s["metrics"]["ice_restarts"]["total"] == 0)
+    # The server followed the client's new source port inside one generation.
+    assert follower["metrics"]["selected_pair_changes"] == 1
