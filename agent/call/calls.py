@@ -24,7 +24,7 @@ from typing import Any
 
 from agent.call.faults import CallNetwork, NetFaults, NetworkConfig
 from agent.errors import AgentError, CallError
-from agent.observe.correlate import build_timeline
+from agent.observe.correlate import AGENT_STALL, build_timeline
 from agent.observe.model import EventType, Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
 from agent.report.writer import iso_timestamp
@@ -49,6 +49,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
+#: The agent's loop is checked this often; a wake-up this late is a stall.
+STALL_TICK_S = 0.02
+STALL_MS = 40.0
 
 #: After one side hangs up, how long the other side gets to notice.
 HANGUP_GRACE_S = 3.0
@@ -168,6 +172,24 @@ class Call(NetFaults):
         self.setup_ms = max(o.connected_at_ms or 0.0 for o in self.observers.values())
         for side, peer in self.peers.items():
             self._watchers.append(asyncio.create_task(self._watch(side, peer)))
+        self._watchers.append(asyncio.create_task(self._watch_loop()))
+
+    async def _watch_loop(self) -> None:
+        """Note when the agent's own event loop stalls: media sent and received
+        by this process is late then, and no network fault is to blame."""
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(STALL_TICK_S)
+            late_ms = (loop.time() - before - STALL_TICK_S) * 1000.0
+            if late_ms >= STALL_MS:
+                self.observer(None).record(
+                    EventType.NOTE,
+                    cause=AGENT_STALL,
+                    t_ms=self.clock() - late_ms,
+                    text="the agent's event loop stalled",
+                    stall_ms=round(late_ms, 1),
+                )
 
     async def _watch(self, side: Side, peer: Peer) -> None:
         await peer.ended.wait()

@@ -262,9 +262,39 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
     return a0 <= b1 and b0 <= a1
 
 
+#: The agent's own event loop stalling shows up as gaps; the watch records it
+#: as a ``note`` with this cause.
+AGENT_STALL = "agent_stall"
+
+
+def attribute_stalls(events: Sequence[Event]) -> list[Event]:
+    """A media gap no fault explains, overlapping a stall of the agent's own
+    event loop, is the agent's doing: cause ``agent_stall`` (so a loaded test
+    machine is not mistaken for a network problem)."""
+    stalls = [
+        (e.t_ms, e.t_ms + float(e.detail.get("stall_ms", 0.0)))
+        for e in events
+        if e.type is EventType.NOTE and e.cause == AGENT_STALL
+    ]
+    if not stalls:
+        return list(events)
+    out: list[Event] = []
+    for event in events:
+        if event.type is EventType.MEDIA_GAP and event.cause is None:
+            end = event.t_ms + float(event.detail.get("length_ms", 0.0))
+            stall = next(
+                (s for s in stalls if _overlaps(s[0], s[1], event.t_ms, end)), None
+            )
+            if stall is not None:
+                detail = {**event.detail, "stall_ms": round(stall[1] - stall[0], 1)}
+                event = dataclasses.replace(event, cause=AGENT_STALL, detail=detail)
+        out.append(event)
+    return out
+
+
 def build_timeline(*sides: Sequence[Event]) -> list[Event]:
-    """Merge the sides' events in time order and apply both attributions."""
+    """Merge the sides' events in time order and apply the attributions."""
     merged = sorted((e for side in sides for e in side), key=lambda e: e.t_ms)
     return attach_media_gaps(
-        attribute_rehandshakes(attribute_faults(share_causes(merged)))
+        attribute_rehandshakes(attribute_stalls(attribute_faults(share_causes(merged))))
     )

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
+from agent.call.calls import CallConfig, LoopbackCall
 from agent.scenario.loader import parse_scenario
 from agent.scenario.runner import ScenarioRunner
 
@@ -134,3 +136,28 @@ async def test_ice_restart_step_is_counted_once_with_initiator_and_outcome() -> 
         checks = {c["name"]: c for c in result["expectations"]["checks"]}
         assert checks["initiated_by.ice_restarts." + side]["passed"]
         assert checks["causes.ice_restarts"]["passed"]
+
+
+async def test_a_stall_of_the_agents_own_loop_is_blamed_on_the_agent() -> None:
+    call = LoopbackCall(CallConfig(call_id="stall#1", seed=3))
+    try:
+        await asyncio.wait_for(call.connect(), 10)
+        await asyncio.sleep(0.5)  # media flows for a while
+        time.sleep(0.3)  # noqa: ASYNC251 -- the process stops, as on a loaded host
+        await asyncio.sleep(0.5)
+    finally:
+        await call.close()
+    result = call.result(duration_ms=1300)
+    stalls = [e for e in result["events"] if e["cause"] == "agent_stall"]
+    notes = [e for e in stalls if e["type"] == "note"]
+    gaps = [e for e in stalls if e["type"] == "media_gap"]
+    assert notes and notes[0]["detail"]["stall_ms"] >= 250
+    # Both directions stopped for the stall, and both gaps say why.
+    assert {g["detail"]["direction"] for g in gaps} == {
+        "caller_to_callee",
+        "callee_to_caller",
+    }
+    unexplained = [
+        e for e in result["events"] if e["type"] == "media_gap" and e["cause"] is None
+    ]
+    assert unexplained == []

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.observe.correlate import build_timeline
+from agent.observe.correlate import attribute_stalls, build_timeline
 from agent.observe.model import Event, EventType, Initiator, Side
 
 CALLER, CALLEE = Side.CALLER, Side.CALLEE
@@ -113,3 +113,27 @@ def test_the_latest_fault_wins_and_an_open_fault_lasts() -> None:
         ]
     )
     assert timeline[-1].cause == "firewall_eviction"
+
+
+def test_an_unexplained_gap_overlapping_an_agent_stall_is_the_agents() -> None:
+    stall = Event(
+        EventType.NOTE, 1000.0, Side.CALLER, None, "agent_stall", {"stall_ms": 200.0}
+    )
+    during = Event(
+        EventType.MEDIA_GAP, 980.0, Side.CALLEE, None, None, {"length_ms": 240.0}
+    )
+    later = Event(
+        EventType.MEDIA_GAP, 5000.0, Side.CALLEE, None, None, {"length_ms": 90.0}
+    )
+    known = Event(
+        EventType.MEDIA_GAP,
+        990.0,
+        Side.CALLER,
+        None,
+        "nat_rebind",
+        {"length_ms": 300.0},
+    )
+    out = attribute_stalls([stall, during, later, known])
+    assert out[1].cause == "agent_stall" and out[1].detail["stall_ms"] == 200.0
+    assert out[2].cause is None  # after the stall: not the agent's doing
+    assert out[3].cause == "nat_rebind"  # a fault's gap keeps its cause
