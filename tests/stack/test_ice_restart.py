@@ -174,3 +174,29 @@ async def test_glare_leaves_one_generation() -> None:
     finally:
         await caller.close()
         await callee.close()
+
+
+async def test_role_conflict_after_a_restart_is_resolved_without_dropping_media() -> (
+    None
+):
+    caller, rec_a, callee, rec_b = await connected_pair()
+    try:
+        # The callee wrongly believes it is controlling from now on (as a far
+        # end that changes roles on restart would): both new generations
+        # claim controlling, and RFC 8445 §7.3.1.1 (487 Role Conflict, the
+        # tie-breakers decide) must sort it out.
+        callee.generations[0].connection.ice_controlling = True
+        assert await asyncio.wait_for(caller.restart_ice(), 15)
+        await callee.restart_settled(15)
+        assert caller.ice_generation == callee.ice_generation == 1
+        roles = {
+            caller.current.connection.ice_controlling,  # type: ignore[union-attr]
+            callee.current.connection.ice_controlling,  # type: ignore[union-attr]
+        }
+        assert roles == {True, False}
+        await packets_after(rec_a, 25)
+        await packets_after(rec_b, 25)
+        assert caller.state is callee.state is PeerState.CONNECTED
+    finally:
+        await caller.close()
+        await callee.close()
