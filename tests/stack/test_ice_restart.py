@@ -200,3 +200,22 @@ async def test_role_conflict_after_a_restart_is_resolved_without_dropping_media(
     finally:
         await caller.close()
         await callee.close()
+
+
+async def test_a_dead_peer_fails_when_consent_expires_not_closes() -> None:
+    """RFC 7675 §5.1: 30 s without a consent response -> ``failed`` (aiortc
+    would silently close the transport and report ``closed``)."""
+    caller, rec_a, callee, _ = await connected_pair(consent_interval_s=1.0)
+    try:
+        assert caller.current is not None and callee.current is not None
+        caller.current.connection.filters.append(Blackhole())
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+        await wait_state(caller, rec_a, PeerState.DISCONNECTED, 5)
+        await wait_state(caller, rec_a, PeerState.FAILED, 40)
+        assert 28 <= loop.time() - t0 <= 36
+        assert caller.ended.is_set()  # no recovery policy: failed is final
+        assert "closed" not in rec_a.states
+    finally:
+        await caller.close()
+        await callee.close()
