@@ -136,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped to a file or a CI log: do not cut the results table to 80
+        # columns (rich's default without a terminal).
+        console = Console(width=140)
     try:
         if args.command == "run":
             return asyncio.run(cmd_run(args, console))
