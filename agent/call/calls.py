@@ -17,6 +17,7 @@ import asyncio
 import logging
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -53,6 +54,55 @@ logger = logging.getLogger(__name__)
 #: The agent's loop is checked this often; a wake-up this late is a stall.
 STALL_TICK_S = 0.02
 STALL_MS = 40.0
+
+
+class StallWatch:
+    """Notes when the agent's own event loop stalls: media this process sends
+    and receives is late then, and no network fault is to blame.
+
+    One ticker per event loop, shared by every live call (a stall stops them
+    all alike), so the cost does not grow with the number of calls.
+    """
+
+    def __init__(self) -> None:
+        self._calls: set[Call] = set()
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, call: Call) -> None:
+        self._calls.add(call)
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="stall-watch")
+
+    def discard(self, call: Call) -> None:
+        self._calls.discard(call)
+        if not self._calls and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            before = loop.time()
+            await asyncio.sleep(STALL_TICK_S)
+            late_ms = (loop.time() - before - STALL_TICK_S) * 1000.0
+            if late_ms >= STALL_MS:
+                for call in list(self._calls):
+                    call.note_stall(late_ms)
+
+
+_stall_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StallWatch] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stall_watch() -> StallWatch:
+    """The running loop's :class:`StallWatch`."""
+    loop = asyncio.get_running_loop()
+    watch = _stall_watches.get(loop)
+    if watch is None:
+        watch = _stall_watches[loop] = StallWatch()
+    return watch
+
 
 #: After one side hangs up, how long the other side gets to notice.
 HANGUP_GRACE_S = 3.0
@@ -172,24 +222,17 @@ class Call(NetFaults):
         self.setup_ms = max(o.connected_at_ms or 0.0 for o in self.observers.values())
         for side, peer in self.peers.items():
             self._watchers.append(asyncio.create_task(self._watch(side, peer)))
-        self._watchers.append(asyncio.create_task(self._watch_loop()))
+        stall_watch().add(self)
 
-    async def _watch_loop(self) -> None:
-        """Note when the agent's own event loop stalls: media sent and received
-        by this process is late then, and no network fault is to blame."""
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(STALL_TICK_S)
-            late_ms = (loop.time() - before - STALL_TICK_S) * 1000.0
-            if late_ms >= STALL_MS:
-                self.observer(None).record(
-                    EventType.NOTE,
-                    cause=AGENT_STALL,
-                    t_ms=self.clock() - late_ms,
-                    text="the agent's event loop stalled",
-                    stall_ms=round(late_ms, 1),
-                )
+    def note_stall(self, late_ms: float) -> None:
+        """The agent's event loop woke ``late_ms`` late (see :class:`StallWatch`)."""
+        self.observer(None).record(
+            EventType.NOTE,
+            cause=AGENT_STALL,
+            t_ms=self.clock() - late_ms,
+            text="the agent's event loop stalled",
+            stall_ms=round(late_ms, 1),
+        )
 
     async def _watch(self, side: Side, peer: Peer) -> None:
         await peer.ended.wait()
@@ -202,6 +245,7 @@ class Call(NetFaults):
             side: (str(peer.state), peer.selected_pair)
             for side, peer in self.peers.items()
         }
+        stall_watch().discard(self)
         for task in self._watchers:
             task.cancel()
         for action in list(self._actions):
@@ -281,9 +325,11 @@ class Call(NetFaults):
         async def guarded() -> None:
             try:
                 await coro
-            except AgentError as exc:
+            except (AgentError, TimeoutError) as exc:
+                # The observers already hold the outcome (failed/incomplete);
+                # the call goes on, as it would for a real app.
                 logger.info("%s failed: %s", what, exc)
-                self.note(None, f"{what} failed: {exc}")
+                self.note(None, f"{what} failed: {exc or 'timed out'}")
 
         task = asyncio.create_task(guarded())
         self._actions.add(task)

@@ -24,7 +24,7 @@ Report keys read (one call)::
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -158,26 +158,37 @@ def _initiated_by(
         yield Check(name, str(wanted), str(count), wanted.contains(count))
 
 
-def _cause(metric: str, result: Mapping[str, Any], want: str) -> Check:
-    name = f"causes.{metric}"
+def _every_event(
+    name: str,
+    metric: str,
+    result: Mapping[str, Any],
+    want: str,
+    read: Callable[[Mapping[str, Any]], object],
+) -> Check:
+    """Every counted event of ``metric`` must have ``read(event) == want``."""
     events = _counted_events(result, metric)
     if events is None:
         return Check(name, want, _NOT_MEASURED, False)
     if not events:
         return Check(name, want, "no events", False)
-    causes = sorted({str(e.get("cause")) for e in events})
-    return Check(name, want, ", ".join(causes), causes == [want])
+    values = sorted({str(read(e)) for e in events})
+    return Check(name, want, ", ".join(values), values == [want])
+
+
+def _cause(metric: str, result: Mapping[str, Any], want: str) -> Check:
+    return _every_event(
+        f"causes.{metric}", metric, result, want, lambda e: e.get("cause")
+    )
 
 
 def _outcome(metric: str, result: Mapping[str, Any], want: str) -> Check:
-    name = f"outcomes.{metric}"
-    events = _counted_events(result, metric)
-    if events is None:
-        return Check(name, want, _NOT_MEASURED, False)
-    if not events:
-        return Check(name, want, "no events", False)
-    outcomes = sorted({str((e.get("detail") or {}).get("outcome")) for e in events})
-    return Check(name, want, ", ".join(outcomes), outcomes == [want])
+    return _every_event(
+        f"outcomes.{metric}",
+        metric,
+        result,
+        want,
+        lambda e: (e.get("detail") or {}).get("outcome"),
+    )
 
 
 def _per_direction(result: Mapping[str, Any], key: str) -> dict[str, float | None]:

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -213,6 +215,29 @@ async def wait_inbound_more_than(page: Page, pc: str, count: int) -> None:
     )
 
 
+@asynccontextmanager
+async def ws_call(
+    chromium: Chromium, tmp_path: Path
+) -> AsyncIterator[tuple[Page, Any]]:
+    """A Chromium page connected to the agent over ``/ws`` with audio flowing
+    both ways; on exit the page says ``bye`` and the call's report is written."""
+    async with (
+        serve_agent(report_dir=tmp_path) as served,
+        serve_pages({"/": PAGE}) as page_origin,
+    ):
+        page = await chromium.new_page(f"{page_origin}/")
+        ws_url = served.base_url.replace("http://", "ws://") + "/ws"
+        call_id = await page.evaluate(f"wsCall({json.dumps(ws_url)})", timeout=20)
+        await page.wait_for("ws.pc.connectionState === 'connected'", timeout=15)
+        await wait_inbound_more_than(page, "ws.pc", 20)
+        served_call = served.backend.calls[call_id]
+        await asyncio.wait_for(served_call.connected.wait(), 10)
+        yield page, served_call
+        await page.evaluate("ws.socket.send(JSON.stringify({type: 'bye'})), true")
+        assert served_call.task is not None
+        await asyncio.wait_for(asyncio.shield(served_call.task), 15)
+
+
 async def test_chromium_calls_the_whip_endpoint_with_a_fake_microphone(
     chromium: Chromium, tmp_path: Path
 ) -> None:
@@ -294,17 +319,8 @@ async def test_chromium_restart_ice_over_whip_patch_is_honoured(
 async def test_agent_restarts_ice_toward_chromium_over_ws(
     chromium: Chromium, tmp_path: Path
 ) -> None:
-    async with (
-        serve_agent(report_dir=tmp_path) as served,
-        serve_pages({"/": PAGE}) as page_origin,
-    ):
-        page = await chromium.new_page(f"{page_origin}/")
-        ws_url = served.base_url.replace("http://", "ws://") + "/ws"
-        call_id = await page.evaluate(f"wsCall({json.dumps(ws_url)})", timeout=20)
-        await page.wait_for("ws.pc.connectionState === 'connected'", timeout=15)
-        await wait_inbound_more_than(page, "ws.pc", 20)
-        served_call = served.backend.calls[call_id]
-        await asyncio.wait_for(served_call.connected.wait(), 10)
+    async with ws_call(chromium, tmp_path) as (page, served_call):
+        call_id = served_call.call_id
         before = await stats(page, "ws.pc")
 
         assert await asyncio.wait_for(served_call.call.peer.restart_ice(), 20)
@@ -325,9 +341,6 @@ async def test_agent_restarts_ice_toward_chromium_over_ws(
         }
         assert await page.evaluate("ws.errors") == []
         agent_received = live["media"]["caller_to_callee"]["packets_received"]
-        await page.evaluate("ws.socket.send(JSON.stringify({type: 'bye'})), true")
-        assert served_call.task is not None
-        await asyncio.wait_for(asyncio.shield(served_call.task), 15)
 
     (call,) = only_report(tmp_path, f"{call_id}.json")["calls"]
     assert call["mode"] == "ws-server" and call["error"] is None
@@ -358,17 +371,7 @@ async def test_agent_rotates_its_certificate_and_chromium_handshakes_again(
 ) -> None:
     """Issue 5: a re-offer with a new fingerprint (with or without an ICE
     restart) makes Chromium set up a new DTLS association on the live call."""
-    async with (
-        serve_agent(report_dir=tmp_path) as served,
-        serve_pages({"/": PAGE}) as page_origin,
-    ):
-        page = await chromium.new_page(f"{page_origin}/")
-        ws_url = served.base_url.replace("http://", "ws://") + "/ws"
-        call_id = await page.evaluate(f"wsCall({json.dumps(ws_url)})", timeout=20)
-        await page.wait_for("ws.pc.connectionState === 'connected'", timeout=15)
-        await wait_inbound_more_than(page, "ws.pc", 20)
-        served_call = served.backend.calls[call_id]
-        await asyncio.wait_for(served_call.connected.wait(), 10)
+    async with ws_call(chromium, tmp_path) as (page, served_call):
         peer = served_call.call.peer
         old = await remote_certificate(page)
         assert (
@@ -403,6 +406,3 @@ async def test_agent_rotates_its_certificate_and_chromium_handshakes_again(
             "level": "warning",
         }
         assert live["metrics"]["ice_restarts"]["total"] == (1 if ice_restart else 0)
-        await page.evaluate("ws.socket.send(JSON.stringify({type: 'bye'})), true")
-        assert served_call.task is not None
-        await asyncio.wait_for(asyncio.shield(served_call.task), 15)
