@@ -1,0 +1,1 @@
+"""The kernel network lab (placeholder docstring)."""
