@@ -297,16 +297,35 @@ async def set_mtu(lab: Lab, mtu: int, link: str = "wan") -> KernelFault:
 
 
 async def remove_address(lab: Lab, role: Role, cidr: str, ifname: str) -> KernelFault:
-    """The address really disappears: sockets bound to it get EADDRNOTAVAIL
-    on send and packets to it are not delivered."""
+    """The address really disappears: sends from a socket bound to it fail
+    (EADDRNOTAVAIL/EINVAL) and packets to it are not delivered. The kernel
+    drops the routes through that subnet with it (the default route too);
+    the undo puts the address and those routes back."""
+    before = await _routes(lab, role)
     await lab.ip(role, ["addr", "del", cidr, "dev", ifname])
-    undo = [(lab.namespace(role), ["ip", "addr", "add", cidr, "dev", ifname])]
+    vanished = [r for r in before if r not in await _routes(lab, role)]
+    ns = lab.namespace(role)
+    # Undo runs last-first: the address, then the routes that need it
+    # ("proto kernel" routes come back with the address by themselves).
+    undo = [
+        (ns, ["ip", "route", "replace", *r.split()])
+        for r in vanished
+        if "proto kernel" not in r
+    ]
+    undo.append((ns, ["ip", "addr", "add", cidr, "dev", ifname]))
     return _record(
         lab,
         KernelFault(
-            "net.address_remove", {"namespace": role.value, "address": cidr}, undo
+            "net.address_remove",
+            {"namespace": role.value, "address": cidr, "routes_lost": vanished},
+            undo,
         ),
     )
+
+
+async def _routes(lab: Lab, role: Role) -> list[str]:
+    out = await lab.ip(role, ["route", "show"])
+    return [line.strip() for line in out.splitlines() if line.strip()]
 
 
 async def add_address(lab: Lab, role: Role, cidr: str, ifname: str) -> KernelFault:

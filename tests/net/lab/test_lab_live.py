@@ -14,6 +14,7 @@ import errno
 import random
 import socket
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import cast
 
 import pytest
@@ -203,9 +204,15 @@ async def test_flow_limit_drops_new_flows_and_keeps_existing(
 
 
 async def test_udp_timeout_expires_the_mapping(endpoints: list[Udp]) -> None:
-    behavior = nat_type("port_restricted_cone", lifetime_s=1.0, refresh=Refresh.BOTH)
+    behavior = nat_type("port_restricted_cone", lifetime_s=30, refresh=Refresh.BOTH)
     async with Lab(behavior, run_id="t5live") as lab:
-        assert "nf_conntrack_udp_timeout" in lab.ruleset.sysctls[0][0]
+        name = "net.netfilter.nf_conntrack_udp_timeout_stream"
+        assert (await lab.run_in(Role.NAT, ["sysctl", "-n", name])).strip() == "30"
+        await faults.set_udp_timeout(lab, 1)
+        assert (await lab.run_in(Role.NAT, ["sysctl", "-n", name])).strip() == "1"
+        # The host's own value is untouched: the sysctl is per namespace.
+        host = Path("/proc/sys/net/netfilter/nf_conntrack_udp_timeout")
+        assert (await asyncio.to_thread(host.read_text)).strip() != "1"
         inside = await udp(lab, Role.INSIDE, endpoints, 40000)
         outside = await udp(lab, Role.OUTSIDE, endpoints, SERVER_PORT)
         server = (lab.topology.outside_ip, SERVER_PORT)
@@ -219,7 +226,7 @@ async def test_udp_timeout_expires_the_mapping(endpoints: list[Udp]) -> None:
                 break
             await asyncio.sleep(0.1)
         else:
-            pytest.fail("the 1 s UDP mapping was still in conntrack after 5 s")
+            pytest.fail("a 1 s UDP mapping was still in conntrack after 5 s")
         print(f"1 s conntrack timeout: entry gone after {loop.time() - start:.1f} s")
         outside.send(b"too late", seen)
         assert await inside.quiet()
@@ -328,6 +335,15 @@ async def test_mtu_drops_a_df_datagram_and_the_sender_learns_it(
             assert refused.value.errno == errno.EMSGSIZE
             sock.sendto(b"y" * 1200, server)
             assert len((await outside.receive())[0]) == 1200
+            # A default UDP socket (IP_PMTUDISC_WANT, what aioice opens) loses
+            # the first big datagram too, then fragments to the cached PMTU.
+            default = lab.socket(Role.INSIDE, port=40001)
+            try:
+                default.sendto(big, (lab.topology.outside_ip, SERVER_PORT))
+                data, _ = await outside.receive()
+                assert len(data) == 1400, "the PMTU is cached per destination"
+            finally:
+                default.close()
         finally:
             sock.close()
 
@@ -354,12 +370,10 @@ async def test_address_removal_and_route_change(endpoints: list[Udp]) -> None:
                 sock.sendto(b"from a dead address", server)
             assert await outside.quiet()
             await faults.clear(lab, gone)
-            # Removing the address took its connected routes (the default
-            # route too): put the default back as the peer's OS would.
-            await lab.ip(
-                Role.INSIDE,
-                ["route", "replace", "default", "via", topo.lan.outer.address],
-            )
+            # The default route went with the address; the undo restores it.
+            routes_lost = gone.detail["routes_lost"]
+            assert isinstance(routes_lost, list)
+            assert any(route.startswith("default") for route in routes_lost)
             sock.sendto(b"address back", server)
             assert (await outside.receive())[0] == b"address back"
         finally:
@@ -382,3 +396,25 @@ async def test_build_failure_tears_down_what_was_built() -> None:
     with pytest.raises(NetworkLabError, match="flow limit"):
         await lab.build()
     assert not lab.is_up
+
+
+async def test_two_labs_coexist_apart(endpoints: list[Udp]) -> None:
+    first, second = Lab(run_id="t13live", index=0), Lab(run_id="t13live", index=1)
+    try:
+        await asyncio.gather(first.build(), second.build())
+        for lab in (first, second):
+            inside = await udp(lab, Role.INSIDE, endpoints, 40000)
+            outside = await udp(lab, Role.OUTSIDE, endpoints, SERVER_PORT)
+            server = (lab.topology.outside_ip, SERVER_PORT)
+            assert await exchange(inside, outside, server) == (
+                lab.topology.public_ip,
+                40000,
+            )
+            (entry,) = await faults.conntrack_entries(lab)
+            assert entry.original_src[0] == lab.topology.inside_ip
+        # No path between labs: the first lab's inside cannot reach the second.
+        stray = await udp(first, Role.INSIDE, endpoints, 40001)
+        stray.send(b"wrong lab", (second.topology.outside_ip, SERVER_PORT))
+        assert await outside.quiet()
+    finally:
+        await asyncio.gather(first.teardown(), second.teardown())
