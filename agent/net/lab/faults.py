@@ -9,6 +9,7 @@ flow limit, MTU, address, route) carry the commands that undo them, run by
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 from agent.errors import NetworkLabError
 from agent.net.lab import shell
@@ -85,27 +86,38 @@ async def _conntrack_delete(lab: Lab, args: list[str]) -> int:
     return deleted or 0
 
 
-async def _forget_public_ports(lab: Lab, entries: list[ConntrackEntry]) -> None:
+@dataclass(frozen=True)
+class _Mapping:
+    """One conntrack entry seen as a NAT mapping of the inside peer."""
+
+    inside_port: int
+    public_port: int
+    remote_ip: str
+
+
+def _mappings(entries: list[ConntrackEntry], inside_ip: str) -> list[_Mapping]:
+    found = []
+    for e in entries:
+        if e.original_src[0] == inside_ip:  # the inside sent first
+            found.append(_Mapping(e.original_src[1], e.reply_dst[1], e.original_dst[0]))
+        elif e.reply_src[0] == inside_ip:  # let in by EIF/ADF (DNATed)
+            found.append(_Mapping(e.reply_src[1], e.original_dst[1], e.original_src[0]))
+    return found
+
+
+async def _forget(lab: Lab, mappings: list[_Mapping]) -> None:
     """Drop what the nftables sets learned about these mappings, so the old
     public port is really closed (not kept open by ``alive``/``mappings``)."""
     names = [name for name, _ in state_sets(lab.behavior)]
-    for entry in entries:
-        port = entry.public[1]
+    for m in mappings:
         keys = {
-            "alive": f"{port}",
-            "mappings": f"{port}",
-            "permits": f"{port} . {entry.original_dst[0]}",
+            "alive": f"{m.public_port}",
+            "mappings": f"{m.public_port}",
+            "permits": f"{m.public_port} . {m.remote_ip}",
         }
         for name in names:
-            argv = [
-                "nft",
-                "delete",
-                "element",
-                "ip",
-                NAT_TABLE,
-                name,
-                f"{{ {keys[name]} }}",
-            ]
+            element = f"{{ {keys[name]} }}"
+            argv = ["nft", "delete", "element", "ip", NAT_TABLE, name, element]
             # Missing elements are fine: nft 1.0.6 has no "destroy element".
             await shell.run(shell.netns_cmd(lab.namespace(Role.NAT), argv))
 
@@ -122,19 +134,22 @@ async def rebind(
     lab's seeded RNG) with an ``snat`` rule: every destination then sees the
     new port, as an EIM NAT that lost its state would show.
     """
+    eim = lab.behavior.mapping is Behavior.ENDPOINT_INDEPENDENT
+    if new_port is not None and not eim:
+        raise NetworkLabError(
+            "rebind new_port applies to endpoint-independent mapping only: "
+            "masquerade random picks the port"
+        )
     inside_ip = lab.topology.inside_ip
-    table = await conntrack_entries(lab)
     gone = [
-        e
-        for e in table
-        if (e.original_src[0] == inside_ip and inside_port in (None, e.original_src[1]))
-        or (e.reply_src[0] == inside_ip and inside_port in (None, e.reply_src[1]))
+        m
+        for m in _mappings(await conntrack_entries(lab), inside_ip)
+        if inside_port in (None, m.inside_port)
     ]
-    old_ports = sorted({e.public[1] for e in gone})
+    old_ports = sorted({m.public_port for m in gone})
     pinned: dict[int, int] = {}
-    if lab.behavior.mapping is Behavior.ENDPOINT_INDEPENDENT:
-        endpoints = {e.original_src[1] for e in gone if e.original_src[0] == inside_ip}
-        endpoints |= {e.reply_src[1] for e in gone if e.reply_src[0] == inside_ip}
+    if eim:
+        endpoints = {m.inside_port for m in gone}
         if inside_port is not None:
             endpoints = {inside_port}
         taken = set(old_ports) | set(lab.pinned_ports.values())
@@ -156,15 +171,14 @@ async def rebind(
         orig += ["--orig-port-src", str(inside_port)]
         reply += ["--reply-port-src", str(inside_port)]
     deleted = await _conntrack_delete(lab, orig) + await _conntrack_delete(lab, reply)
-    await _forget_public_ports(lab, gone)
+    await _forget(lab, gone)
+    where = inside_ip if inside_port is None else f"{inside_ip}:{inside_port}"
     return _record(
         lab,
         KernelFault(
             "nat.rebind",
             {
-                "inside": inside_ip
-                if inside_port is None
-                else f"{inside_ip}:{inside_port}",
+                "inside": where,
                 "old_public_ports": old_ports,
                 "pinned_ports": {str(k): v for k, v in pinned.items()},
                 "conntrack_deleted": deleted,
