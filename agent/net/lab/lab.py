@@ -61,6 +61,8 @@ class Lab:
         self.topology = LabTopology(run_id or new_run_id(), index)
         #: the NAT rules for the behaviour (raises now if nftables cannot say it)
         self.ruleset: NatRuleset = nat_ruleset(self.behavior, self.topology)
+        if max_flows is not None:
+            flow_limit_rules(max_flows)  # refuse a bad limit before building
         self.max_flows = max_flows
         #: picks rebind ports under EIM; recorded so a run can be replayed
         self.seed = seed

@@ -23,6 +23,7 @@ import pytest
 from agent.errors import NetworkLabError
 from agent.net.lab import faults
 from agent.net.lab.lab import Lab
+from agent.net.lab.shell import list_namespaces, run_checked
 from agent.net.lab.topology import Direction, Role
 from agent.net.nat import NAT_TYPES, NatBehavior, Refresh
 
@@ -397,11 +398,22 @@ async def test_failed_command_is_one_line_naming_it() -> None:
         assert "nft add rule ip nosuch x drop" in message and "exit 1" in message
 
 
-async def test_build_failure_tears_down_what_was_built() -> None:
-    lab = Lab(run_id="t12live", max_flows=0)  # flow_limit_rules refuses 0 at build
+async def test_build_failure_tears_down_only_what_it_built() -> None:
     with pytest.raises(NetworkLabError, match="flow limit"):
-        await lab.build()
-    assert not lab.is_up
+        Lab(run_id="t12live", max_flows=0)  # refused before anything exists
+    lab = Lab(run_id="t12live")
+    squatter = lab.namespace(Role.OUTSIDE)  # built third: the build fails there
+    await run_checked(["ip", "netns", "add", squatter])
+    try:
+        with pytest.raises(NetworkLabError, match="ip netns add"):
+            await lab.build()
+        assert not lab.is_up
+        present = await list_namespaces()
+        assert squatter in present  # not ours to remove
+        assert lab.namespace(Role.INSIDE) not in present
+        assert lab.namespace(Role.NAT) not in present
+    finally:
+        await run_checked(["ip", "netns", "del", squatter])
 
 
 async def test_two_labs_coexist_apart(endpoints: list[Udp]) -> None:
