@@ -16,7 +16,9 @@ Three kinds of rule live here:
   mostly as the shared types of :mod:`agent.scenario.fields`;
 * step rules: ``do`` picks a class from :data:`~agent.scenario.steps.STEPS`,
   whose own ``Params`` model validates the keys written inline next to
-  ``at``/``do``/``side``, and whose ``side`` policy is enforced;
+  ``at``/``do``/``side``, and whose ``side`` policy is enforced (the network
+  fault steps and their params come from :mod:`agent.net.faults`, read in
+  file syntax via :data:`~agent.scenario.steps_net.FILE_SYNTAX_CONTEXT`);
 * cross-field rules that only the whole scenario can judge (a step after the
   end, a step after a hangup, an expectation the media settings cannot
   measure). Those are :class:`Scenario` validators.
@@ -49,12 +51,14 @@ from pydantic import (
     StrictBool,
     StrictInt,
     StrictStr,
-    StringConstraints,
+    field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails
 
+from agent.net.faults.params import Cause
+from agent.net.network import NatConfig
 from agent.observe.model import Level, Side, Thresholds
 from agent.scenario.duration import (
     Duration,
@@ -76,6 +80,8 @@ from agent.scenario.fields import (
     unknown_key_errors,
 )
 from agent.scenario.steps import RESERVED_KEYS, STEPS, Step
+from agent.scenario.steps_net import FILE_SYNTAX_CONTEXT, fault_of
+from agent.stack.peer import CertExpiryPolicy, FarEndProfile, RecoveryPolicy
 
 __all__ = [
     "CountRange",
@@ -155,11 +161,18 @@ class MediaSettings(Section):
 
 
 class PeerSettings(Section):
-    """One peer of a loopback call. New per-peer knobs are one field here."""
+    """One peer of a loopback call, as a file writes it.
+
+    Each field reaches the stack's :class:`~agent.stack.peer.PeerConfig` by
+    name (durations gain the ``_s`` unit there; see
+    :func:`agent.scenario.runner.peer_config`), so a new per-peer knob is one
+    field here plus the stack code that uses it. Choices are the stack's own
+    enums, not copies of their values.
+    """
 
     address: LoopbackAddress
     #: what the peer does when its path dies, as apps do with restartIce()
-    recovery: Literal["none", "restart_on_disconnected", "restart_on_failed"] = "none"
+    recovery: RecoveryPolicy = RecoveryPolicy.NONE
     #: nothing received this long on the selected pair -> ``disconnected``
     disconnected_after: PositiveDuration = 2.0
     #: RFC 7675 consent check interval (also the NAT keepalive)
@@ -170,14 +183,12 @@ class PeerSettings(Section):
     #: the first DTLS certificate expires this long after the call starts
     certificate_lifetime: PositiveDuration | None = None
     #: on expiry: rotate (new certificate, rehandshake) or keep using it
-    cert_expiry: Literal["rotate", "keep"] = "rotate"
+    cert_expiry: CertExpiryPolicy = CertExpiryPolicy.ROTATE
     #: largest DTLS datagram this peer sends; handshake messages are
     #: fragmented to fit (the fix for a path that drops big datagrams)
     dtls_mtu: Annotated[StrictInt, Field(ge=256, le=1500)] = 1200
     #: DTLS behaviour of field equipment this peer imitates
-    dtls_profile: Literal[
-        "never", "rehandshake_on_ice_restart", "rehandshake_on_source_change"
-    ] = "never"
+    dtls_profile: FarEndProfile = FarEndProfile.NEVER
 
 
 #: Distinct loopback addresses by default, so a capture tells the sides apart.
@@ -210,37 +221,24 @@ class PeersSettings(Section):
 
 # --- network ----------------------------------------------------------------
 
-NatBehaviorName = Literal[
-    "endpoint_independent", "address_dependent", "address_and_port_dependent"
-]
-
-
-class NatSettings(Section):
-    """One side behind a user-space NAT, described as RFC 4787 behaviour."""
-
-    #: the side behind the NAT; the other side only ever sees the NAT's address
-    side: Side = Side.CALLER
-    type: Literal[
-        "full_cone", "restricted_cone", "port_restricted_cone", "symmetric"
-    ] = "port_restricted_cone"
-    #: override the type's mapping behaviour (RFC 4787 §4.1)
-    mapping: NatBehaviorName | None = None
-    #: override the type's filtering behaviour (RFC 4787 §5)
-    filtering: NatBehaviorName | None = None
-    #: an idle UDP mapping expires after this long (RFC 4787 §4.3)
-    udp_timeout: PositiveDuration = 30.0
-    #: which traffic refreshes a mapping (REQ-6: outbound always)
-    refresh: Literal["outbound", "both"] = "outbound"
-    #: the NAT's public address (the far end sees only this)
-    public_address: LoopbackAddress = IPv4Address("127.0.0.3")
-    #: the STUN server outside the NAT, for the server-reflexive candidate
-    stun_address: LoopbackAddress = IPv4Address("127.0.0.4")
-
 
 class NetworkSettings(Section):
     """The network between the peers (loopback calls)."""
 
-    nat: NatSettings | None = None
+    #: one side behind a user-space NAT; declared once, in :mod:`agent.net.network`
+    nat: NatConfig | None = None
+
+    @field_validator("nat", mode="before")
+    @classmethod
+    def _nat_as_written(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value  # None (no NAT), a NatConfig, or a type error below
+        raise_errors(
+            NatConfig.__name__,
+            unknown_key_errors(value, NatConfig.model_fields, "field"),
+        )
+        # Errors keep their locations: ('network', 'nat', 'udp_timeout').
+        return NatConfig.model_validate(value, context=FILE_SYNTAX_CONTEXT)
 
 
 # --- steps ------------------------------------------------------------------
@@ -290,7 +288,7 @@ class StepSpec(BaseModel):
         raise_errors(cls.__name__, unknown_key_errors(inline, param_names, kind))
         # A ValidationError from here keeps its locations, which are already
         # the inline keys: ('steps', i, 'duration').
-        params = step.Params.model_validate(inline)
+        params = step.Params.model_validate(inline, context=FILE_SYNTAX_CONTEXT)
         timeline = {key: value for key, value in data.items() if key in RESERVED_KEYS}
         return {**timeline, "params": params}
 
@@ -409,9 +407,6 @@ class InitiatorExpectations(Section):
     dtls_rehandshakes: SideCounts | None = None
 
 
-CauseName = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-
-
 class SidePairChanges(Section):
     """Selected-pair changes as each side's own observer counted them."""
 
@@ -432,8 +427,8 @@ class OutcomeExpectations(Section):
 class CauseExpectations(Section):
     """The cause every counted event of a metric must carry."""
 
-    ice_restarts: CauseName | None = None
-    dtls_rehandshakes: CauseName | None = None
+    ice_restarts: Cause | None = None
+    dtls_rehandshakes: Cause | None = None
 
 
 class Expectations(Section):
@@ -572,7 +567,10 @@ class Scenario(Section):
         errors: list[InitErrorDetails] = []
         nat = self.network.nat
         for index, spec in enumerate(self.steps):
-            if spec.do.startswith("nat.") and nat is None:
+            fault = fault_of(spec.do)
+            if fault is None:
+                continue
+            if fault.acts_on == "nat" and nat is None:
                 errors.append(
                     located_error(
                         ("steps", index, "do"),
@@ -581,8 +579,7 @@ class Scenario(Section):
                         spec.do,
                     )
                 )
-            moves = ("net.rebind", "net.address_change", "net.path_change")
-            if nat is not None and spec.do in moves and spec.side == nat.side:
+            if nat is not None and fault.moves_side and spec.side == nat.side:
                 errors.append(
                     located_error(
                         ("steps", index, "side"),
