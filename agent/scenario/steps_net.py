@@ -152,11 +152,7 @@ def step_signature(
     fields = {k: v for k, v in params.model_fields.items() if k not in omit}
     keys = {"required": ["side"], "optional": ["side?"], "none": []}[side]
     keys += [name for name, info in fields.items() if info.is_required()]
-    keys += [
-        f"{name}?"
-        for name, info in fields.items()
-        if not info.is_required()
-    ]
+    keys += [f"{name}?" for name, info in fields.items() if not info.is_required()]
     return f"{{{', '.join(keys)}}}" if keys else ""
 
 
