@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import CallError
-from agent.net.faults.params import Cause, Seconds, Seed
+from agent.net.faults.params import CAUSE_PATTERN, Cause, Seconds, Seed
 from agent.net.filters import Direction
 from agent.net.nat import NatMapping
 from agent.net.natbox import UserSpaceNat
@@ -261,7 +261,6 @@ class NatFault(Fault[P]):
 FAULTS: dict[str, type[Fault[Any]]] = {}
 
 _NAME = re.compile(r"(net|nat)\.[a-z][a-z0-9_]*")
-_CAUSE = re.compile(r"[a-z][a-z0-9_]*")
 FaultClass = TypeVar("FaultClass", bound=type[Fault[Any]])
 
 
@@ -281,7 +280,7 @@ def register(cls: FaultClass) -> FaultClass:
     if not isinstance(summary, str) or not summary.strip() or "\n" in summary:
         raise TypeError(f"{where}.summary must be one non-empty line")
     cause = getattr(cls, "default_cause", None)
-    if not isinstance(cause, str) or not _CAUSE.fullmatch(cause):
+    if not isinstance(cause, str) or not re.fullmatch(CAUSE_PATTERN, cause):
         raise TypeError(f"{where}.default_cause must be a cause name like 'mtu'")
     params = cls.Params
     if not (isinstance(params, type) and issubclass(params, FaultParams)):

@@ -32,6 +32,7 @@ from pydantic import (
 )
 
 __all__ = [
+    "CAUSE_PATTERN",
     "FILE_SYNTAX",
     "Address",
     "Cause",
@@ -67,8 +68,10 @@ def _as_written(kind: Written) -> BeforeValidator:
     return BeforeValidator(convert)
 
 
-#: A cause name as events and reports carry it (``nat_rebind``, ``mtu``).
-Cause = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
+#: How a cause is spelt, as events and reports carry it (``nat_rebind``, ``mtu``).
+CAUSE_PATTERN = r"[a-z][a-z0-9_]*"
+#: A cause name; the one declaration that steps, faults and expectations use.
+Cause = Annotated[StrictStr, StringConstraints(pattern=f"^{CAUSE_PATTERN}$")]
 #: A time span in seconds, longer than zero and finite.
 Seconds = Annotated[
     float,
