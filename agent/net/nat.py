@@ -71,12 +71,16 @@ class Refresh(enum.StrEnum):
 
 @dataclass(frozen=True)
 class NatBehavior:
-    mapping: Behavior = Behavior.ENDPOINT_INDEPENDENT
-    filtering: Behavior = Behavior.ADDRESS_AND_PORT_DEPENDENT
+    """What the table applies: the settings of
+    :class:`~agent.net.network.NatConfig` (where the defaults live) with the
+    ``type`` shorthand resolved. No defaults here, so there is one source."""
+
+    mapping: Behavior
+    filtering: Behavior
     #: idle time after which a UDP mapping expires (RFC 4787 REQ-5 asks >= 120 s;
     #: many home routers use 30 s, some carrier NATs less)
-    lifetime_s: float = 30.0
-    refresh: Refresh = Refresh.OUTBOUND
+    lifetime_s: float
+    refresh: Refresh
 
 
 #: The classic names, as behaviour data (RFC 4787 §3 explains why "cone" is

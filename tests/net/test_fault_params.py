@@ -14,6 +14,7 @@ from agent.net.faults.base import TimedParams
 from agent.net.faults.jitter import JitterParams
 from agent.net.faults.loss import LossParams
 from agent.net.faults.mtu import MtuParams
+from agent.net.nat import NAT_TYPES, Behavior, Refresh
 from agent.net.network import NatConfig
 from agent.scenario.steps_net import FILE_SYNTAX_CONTEXT
 
@@ -108,3 +109,15 @@ def test_nat_config_reads_file_syntax_only_when_told() -> None:
     refused(NatConfig, written)  # "2s" in code is not a number
     refused(NatConfig, {"udp_timeout": float("inf")})
     refused(NatConfig, {"public_address": "10.0.0.1"}, file=True)
+
+
+def test_nat_config_resolves_its_type_and_overrides_into_one_behaviour() -> None:
+    stock = NatConfig().behavior()
+    assert (stock.mapping, stock.filtering) == NAT_TYPES["port_restricted_cone"]
+    assert (stock.lifetime_s, stock.refresh) == (30.0, Refresh.OUTBOUND)
+    nat = NatConfig.model_validate(
+        {"type": "symmetric", "filtering": "endpoint_independent", "refresh": "both"}
+    ).behavior()
+    assert nat.mapping is Behavior.ADDRESS_AND_PORT_DEPENDENT
+    assert nat.filtering is Behavior.ENDPOINT_INDEPENDENT
+    assert nat.refresh is Refresh.BOTH
