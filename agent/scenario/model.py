@@ -10,7 +10,9 @@ ignored (a scenario that quietly did not inject its fault would still
 offending key* (``('steps', 2, 'at')``); :mod:`agent.scenario.loader` maps
 that location back to a file line and turns it into one sentence.
 
-Three kinds of rule live here:
+The ``expect:`` and ``thresholds:`` sections live in
+:mod:`agent.scenario.expectations` and are re-exported here. Three kinds of
+rule live here:
 
 * field rules (types, ranges, ``Duration`` syntax, loopback-only addresses),
   mostly as the shared types of :mod:`agent.scenario.fields`;
@@ -40,14 +42,11 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     InstanceOf,
-    PlainSerializer,
     PrivateAttr,
     SerializationInfo,
-    SerializerFunctionWrapHandler,
     StrictBool,
     StrictInt,
     StrictStr,
@@ -57,20 +56,28 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from agent.net.faults.params import Cause
 from agent.net.network import NatConfig
-from agent.observe.model import Level, Side, Thresholds
+from agent.observe.model import Side
 from agent.scenario.duration import (
     Duration,
     describe_value,
     format_duration,
 )
+from agent.scenario.expectations import (
+    CauseExpectations,
+    CountRange,
+    Expectations,
+    InitiatorExpectations,
+    LevelExpectations,
+    OutcomeExpectations,
+    SideCounts,
+    SidePairChanges,
+    ThresholdSettings,
+)
 from agent.scenario.fields import (
-    Count,
     Loc,
     LoopbackAddress,
     Milliseconds,
-    NonNegativeMilliseconds,
     PositiveDuration,
     Section,
     Slug,
@@ -84,15 +91,20 @@ from agent.scenario.steps_net import FILE_SYNTAX_CONTEXT, fault_of
 from agent.stack.peer import CertExpiryPolicy, FarEndProfile, RecoveryPolicy
 
 __all__ = [
+    "CauseExpectations",
     "CountRange",
     "Duration",
     "Expectations",
+    "InitiatorExpectations",
     "LevelExpectations",
     "MediaSettings",
+    "OutcomeExpectations",
     "PeerSettings",
     "PeersSettings",
     "Scenario",
     "ScenarioSource",
+    "SideCounts",
+    "SidePairChanges",
     "StepSpec",
     "ThresholdSettings",
     "scenario_digest",
@@ -329,181 +341,6 @@ class StepSpec(BaseModel):
             out["side"] = self.side.value if as_json else self.side
         out.update(self.params.model_dump(mode="json" if as_json else "python"))
         return out
-
-
-# --- expectations -----------------------------------------------------------
-
-
-class CountRange(Section):
-    """An expected count: ``2`` (exactly) or ``{min: 1, max: 3}`` (either optional)."""
-
-    min: Count | None = None
-    max: Count | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _exact_count(cls, data: Any) -> Any:
-        if isinstance(data, int) and not isinstance(data, bool):
-            return {"min": data, "max": data}
-        if data is None or not isinstance(data, Mapping):
-            message = (
-                "expected a count (e.g. 0) or a range {min: 0, max: 2}, "
-                f"got {describe_value(data)}"
-            )
-            fail(cls.__name__, (), "count", message, data)
-        return data
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> Self:
-        if self.min is None and self.max is None:
-            message = "a range needs min, max or both"
-            fail(type(self).__name__, (), "count_range", message, {})
-        if self.min is not None and self.max is not None and self.min > self.max:
-            message = f"min {self.min} is greater than max {self.max}"
-            fail(type(self).__name__, (), "count_range", message, {})
-        return self
-
-    @model_serializer(mode="wrap")
-    def _exact_as_int(self, handler: SerializerFunctionWrapHandler) -> Any:
-        if self.min is not None and self.min == self.max:
-            return self.min
-        return handler(self)
-
-    def contains(self, count: int) -> bool:
-        return (self.min is None or count >= self.min) and (
-            self.max is None or count <= self.max
-        )
-
-    def __str__(self) -> str:
-        if self.min is not None and self.min == self.max:
-            return str(self.min)
-        if self.min is not None and self.max is not None:
-            return f"{self.min}..{self.max}"
-        if self.min is not None:
-            return f">= {self.min}"
-        return f"<= {self.max}"
-
-
-class LevelExpectations(Section):
-    """Expected DESIGN.md level per contract metric (exact match)."""
-
-    ice_restarts: Level | None = None
-    dtls_rehandshakes: Level | None = None
-
-
-class SideCounts(Section):
-    """Expected counts of one metric by the side that initiated them."""
-
-    caller: CountRange | None = None
-    callee: CountRange | None = None
-    #: faults nobody chose (initiator ``network``)
-    network: CountRange | None = None
-
-
-class InitiatorExpectations(Section):
-    """Who started the counted events: ``{ice_restarts: {caller: 1}}``."""
-
-    ice_restarts: SideCounts | None = None
-    dtls_rehandshakes: SideCounts | None = None
-
-
-class SidePairChanges(Section):
-    """Selected-pair changes as each side's own observer counted them."""
-
-    caller: CountRange | None = None
-    callee: CountRange | None = None
-
-
-OutcomeName = Literal["completed", "failed", "incomplete"]
-
-
-class OutcomeExpectations(Section):
-    """The outcome every counted event of a metric must have."""
-
-    ice_restarts: OutcomeName | None = None
-    dtls_rehandshakes: OutcomeName | None = None
-
-
-class CauseExpectations(Section):
-    """The cause every counted event of a metric must carry."""
-
-    ice_restarts: Cause | None = None
-    dtls_rehandshakes: Cause | None = None
-
-
-class Expectations(Section):
-    """What one call's report must show for the scenario to pass.
-
-    Only ``call_up`` is checked by default; every other check is opt-in.
-    ``call_up: false`` means "not checked", not "must be down".
-    """
-
-    call_up: StrictBool = True
-    max_setup_ms: Milliseconds | None = None
-    ice_restarts: CountRange | None = None
-    dtls_rehandshakes: CountRange | None = None
-    selected_pair_changes: CountRange | None = None
-    levels: LevelExpectations = LevelExpectations()
-    #: counted events by the side that started them
-    initiated_by: InitiatorExpectations = InitiatorExpectations()
-    #: the cause each counted event is attributed to
-    causes: CauseExpectations = CauseExpectations()
-    #: how each counted event ended
-    outcomes: OutcomeExpectations = OutcomeExpectations()
-    #: the longest gap seen by either receiver
-    max_media_gap_ms: NonNegativeMilliseconds | None = None
-    #: packets lost in both directions together
-    max_packets_lost: Count | None = None
-    #: selected-pair changes per side (the far end follows a NAT rebinding)
-    selected_pair_changes_by_side: SidePairChanges | None = None
-    #: every restart, rehandshake, pair change, media gap and disconnected/
-    #: failed state on the timeline carries a cause
-    all_events_attributed: StrictBool = False
-
-
-# --- thresholds -------------------------------------------------------------
-
-
-class _ThresholdsSpec(Section):
-    """The file form of :class:`~agent.observe.model.Thresholds`."""
-
-    warning: Annotated[StrictInt, Field(ge=1)] = 1
-    critical: Annotated[StrictInt, Field(ge=1)] = 2
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.warning > self.critical:
-            message = (
-                f"warning {self.warning} is above critical {self.critical}; "
-                "need 0 < warning <= critical"
-            )
-            fail(type(self).__name__, (), "thresholds", message, {})
-        return self
-
-
-def _thresholds_from_file(value: Any) -> Any:
-    if isinstance(value, Thresholds):
-        return value
-    spec = _ThresholdsSpec.model_validate(value)
-    return Thresholds(warning=spec.warning, critical=spec.critical)
-
-
-def _thresholds_to_file(thresholds: Thresholds) -> dict[str, int]:
-    return {"warning": thresholds.warning, "critical": thresholds.critical}
-
-
-MetricThresholds = Annotated[
-    Thresholds,
-    BeforeValidator(_thresholds_from_file),
-    PlainSerializer(_thresholds_to_file),
-]
-
-
-class ThresholdSettings(Section):
-    """Per-metric level thresholds; DESIGN.md's 0 good, 1 warning, 2+ critical."""
-
-    ice_restarts: MetricThresholds = Thresholds()
-    dtls_rehandshakes: MetricThresholds = Thresholds()
 
 
 # --- the scenario -----------------------------------------------------------
