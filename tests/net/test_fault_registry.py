@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import io
 import pkgutil
 import random
 import re
@@ -11,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from rich.console import Console
 
 import agent.net.faults
+from agent.cli.main import cmd_steps
 from agent.net.faults import FAULTS, Fault, register
 from agent.net.faults.base import (
     FaultParams,
@@ -185,3 +188,12 @@ def test_the_package_docstring_shows_the_noop_fault_whole() -> None:
     )
     assert example.strip() == body
     assert importlib.import_module("agent.net.faults.noop").Noop is FAULTS["net.noop"]
+
+
+def test_the_steps_catalogue_lists_every_fault_with_its_default_cause() -> None:
+    out = io.StringIO()
+    assert cmd_steps(Console(file=out, width=250)) == 0
+    lines = out.getvalue().splitlines()
+    for name, fault in FAULTS.items():
+        (row,) = [line for line in lines if f" {name} " in line]
+        assert fault.default_cause in row and fault.summary in row
