@@ -14,6 +14,7 @@ Every call produces its JSON report entry (schema: ``docs/report.md``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
@@ -23,29 +24,21 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from agent.call.faults import CallNetwork, NetFaults, NetworkConfig
 from agent.errors import AgentError, CallError
+from agent.net.faults import FaultParams
+from agent.net.network import CallNetwork, NatConfig
 from agent.observe.correlate import AGENT_STALL, build_timeline
 from agent.observe.model import EventType, Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
 from agent.report.writer import iso_timestamp
-from agent.stack.ice import CONSENT_INTERVAL_S, SelectedPair
-from agent.stack.peer import (
-    CertExpiryPolicy,
-    FarEndProfile,
-    Peer,
-    PeerConfig,
-    RecoveryPolicy,
-)
+from agent.stack.ice import SelectedPair, SideNet
+from agent.stack.peer import Peer, PeerConfig
 
 __all__ = [
     "Call",
     "CallConfig",
-    "CertExpiryPolicy",
-    "FarEndProfile",
     "LoopbackCall",
-    "RecoveryPolicy",
-    "SideConfig",
+    "peer_at",
 ]
 
 logger = logging.getLogger(__name__)
@@ -108,27 +101,24 @@ def stall_watch() -> StallWatch:
 HANGUP_GRACE_S = 3.0
 
 
-@dataclass
-class SideConfig:
-    address: str
-    recovery: RecoveryPolicy = RecoveryPolicy.NONE
-    disconnected_after_s: float = 2.0
-    consent_interval_s: float = CONSENT_INTERVAL_S
-    #: False: this side only receives audio (a listener, an on-hold phone)
-    send_audio: bool = True
-    certificate_lifetime_s: float | None = None
-    cert_expiry: CertExpiryPolicy = CertExpiryPolicy.ROTATE
-    dtls_profile: FarEndProfile = FarEndProfile.NEVER
-    dtls_mtu: int = 1200
+def peer_at(address: str) -> PeerConfig:
+    """A peer's settings with every knob at its default, bound to ``address``."""
+    return PeerConfig(host_addresses=[address])
 
 
 @dataclass
 class CallConfig:
-    """Everything a loopback call needs; the scenario layer fills it in."""
+    """Everything a loopback call needs; the scenario layer fills it in.
+
+    Each side is the stack's own :class:`~agent.stack.peer.PeerConfig`: its
+    knobs are declared once, there. The call only overrides what belongs to
+    the whole call (media, the random source, the side's network), so
+    ``caller.audio`` false means "this side only receives".
+    """
 
     call_id: str
-    caller: SideConfig = field(default_factory=lambda: SideConfig("127.0.0.1"))
-    callee: SideConfig = field(default_factory=lambda: SideConfig("127.0.0.2"))
+    caller: PeerConfig = field(default_factory=lambda: peer_at("127.0.0.1"))
+    callee: PeerConfig = field(default_factory=lambda: peer_at("127.0.0.2"))
     audio: bool = True
     packet_ms: int = 20
     decode: bool = False
@@ -136,7 +126,8 @@ class CallConfig:
     thresholds: dict[str, Thresholds] = field(default_factory=dict)
     connect_timeout_s: float = 10.0
     seed: int = 0
-    network: NetworkConfig = field(default_factory=NetworkConfig)
+    #: one side behind a user-space NAT (None: no NAT)
+    nat: NatConfig | None = None
 
 
 class CallClock:
@@ -150,7 +141,7 @@ class CallClock:
         return (self._source() - self._t0) * 1000.0
 
 
-class Call(NetFaults):
+class Call:
     """The agent's side(s) of one test call; implements the scenario StepTarget."""
 
     mode = "call"
@@ -173,19 +164,14 @@ class Call(NetFaults):
         sides = {Side.CALLER: config.caller, Side.CALLEE: config.callee}
         self.peers = {
             side: Peer(
-                PeerConfig(
-                    host_addresses=[sides[side].address],
-                    audio=config.audio and sides[side].send_audio,
+                dataclasses.replace(
+                    sides[side],
+                    audio=config.audio and sides[side].audio,
                     packet_ms=config.packet_ms,
                     decode=config.decode,
                     rng=random.Random(rng.getrandbits(64)),
-                    recovery=sides[side].recovery,
-                    disconnected_after_s=sides[side].disconnected_after_s,
-                    consent_interval_s=sides[side].consent_interval_s,
-                    certificate_lifetime_s=sides[side].certificate_lifetime_s,
-                    cert_expiry=sides[side].cert_expiry,
-                    dtls_profile=sides[side].dtls_profile,
-                    dtls_mtu=sides[side].dtls_mtu,
+                    # Its own, even when two calls share a template.
+                    net=SideNet(),
                 ),
                 self.observers[side],
                 self.clock,
@@ -202,8 +188,8 @@ class Call(NetFaults):
         self._actions: set[asyncio.Task[Any]] = set()
         self._end_snapshot: dict[Side, tuple[str, SelectedPair | None]] = {}
         self.network = CallNetwork(
-            config.network,
-            self.peers,
+            config.nat,
+            {side: peer.config.net for side, peer in self.peers.items()},
             self.observers,
             config.seed,
             self.local_side,
@@ -313,6 +299,14 @@ class Call(NetFaults):
         self._start_action(
             peer.fail_over(ice_restart=ice_restart), f"{peer.name}: failover"
         )
+        await asyncio.sleep(0)
+
+    async def apply_fault(
+        self, side: Side | None, fault: str, params: FaultParams
+    ) -> None:
+        """Start the network fault registered as ``fault`` on ``side``'s
+        sockets (``None``: on the call's NAT)."""
+        self.network.apply(side, fault, params)
         await asyncio.sleep(0)
 
     def _agent_peer(self, side: Side) -> Peer:

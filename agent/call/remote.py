@@ -38,7 +38,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
-from agent.call.calls import Call, CallClock, CallConfig, SideConfig
+from agent.call.calls import Call, CallClock, CallConfig, peer_at
 from agent.errors import AgentError, CallError, SignalingError
 from agent.observe.model import Side
 from agent.report.openmetrics import CallMetricsCollector
@@ -159,7 +159,7 @@ class WhipClientCall(RemoteCall):
             offer = await self.peer.create_offer()
         except OSError as exc:
             raise CallError(
-                f"cannot bind on {self.config.caller.address}: {exc}"
+                f"cannot bind on {self.config.caller.host_addresses[0]}: {exc}"
             ) from exc
         self._local_ufrag = _ufrag(offer)
         answer = await self.client.offer(offer)
@@ -402,8 +402,8 @@ class CallServer:
         seed = random.SystemRandom().randrange(1 << 31)
         config = CallConfig(
             call_id=call_id,
-            caller=SideConfig(self.address),
-            callee=SideConfig(self.address),
+            caller=peer_at(self.address),
+            callee=peer_at(self.address),
             connect_timeout_s=self.connect_timeout_s,
             seed=seed,
         )

@@ -49,6 +49,7 @@ from agent.scenario.loader import load_scenarios, parse_scenario
 from agent.scenario.model import Scenario
 from agent.scenario.runner import RunProgress, ScenarioRunner
 from agent.scenario.steps import STEPS
+from agent.scenario.steps_net import fault_of, step_signature
 
 logger = logging.getLogger("agent.cli")
 
@@ -368,12 +369,19 @@ def cmd_report(args: argparse.Namespace, console: Console) -> int:
 
 
 def cmd_steps(console: Console) -> int:
+    # Network fault steps come from the fault registry (agent.net.faults) via
+    # agent.scenario.steps_net, so this list cannot miss one.
     table = Table(title="scenario steps")
-    for column in ("do", "side", "parameters", "what it does"):
+    for column in ("do", "keys (? optional)", "what it does", "default cause"):
         table.add_column(column)
     for name, step in sorted(STEPS.items()):
-        params = ", ".join(step.Params.model_fields) or "-"
-        table.add_row(name, step.side, params, step.summary)
+        fault = fault_of(name)
+        table.add_row(
+            name,
+            step_signature(step.Params, step.side) or "-",
+            step.summary,
+            "-" if fault is None else fault.default_cause,
+        )
     console.print(table)
     return EXIT_OK
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Literal
 
 __all__ = [
     "NAT_TYPES",
@@ -38,6 +39,7 @@ __all__ = [
     "NatBehavior",
     "NatMapping",
     "NatTable",
+    "NatType",
     "Refresh",
 ]
 
@@ -69,17 +71,22 @@ class Refresh(enum.StrEnum):
 
 @dataclass(frozen=True)
 class NatBehavior:
-    mapping: Behavior = Behavior.ENDPOINT_INDEPENDENT
-    filtering: Behavior = Behavior.ADDRESS_AND_PORT_DEPENDENT
+    """What the table applies: the settings of
+    :class:`~agent.net.network.NatConfig` (where the defaults live) with the
+    ``type`` shorthand resolved. No defaults here, so there is one source."""
+
+    mapping: Behavior
+    filtering: Behavior
     #: idle time after which a UDP mapping expires (RFC 4787 REQ-5 asks >= 120 s;
     #: many home routers use 30 s, some carrier NATs less)
-    lifetime_s: float = 30.0
-    refresh: Refresh = Refresh.OUTBOUND
+    lifetime_s: float
+    refresh: Refresh
 
 
 #: The classic names, as behaviour data (RFC 4787 §3 explains why "cone" is
 #: too coarse; they are kept because field reports use them).
-NAT_TYPES: dict[str, tuple[Behavior, Behavior]] = {
+NatType = Literal["full_cone", "restricted_cone", "port_restricted_cone", "symmetric"]
+NAT_TYPES: dict[NatType, tuple[Behavior, Behavior]] = {
     "full_cone": (Behavior.ENDPOINT_INDEPENDENT, Behavior.ENDPOINT_INDEPENDENT),
     "restricted_cone": (Behavior.ENDPOINT_INDEPENDENT, Behavior.ADDRESS_DEPENDENT),
     # What most home routers do, and what RFC 4787 recommends for mapping.
@@ -106,6 +113,12 @@ class NatMapping:
     permissions: set[tuple[object, ...]] = field(default_factory=set)
     #: packets sent out through it (1 right after it was created)
     packets_out: int = 0
+
+    @property
+    def label(self) -> str:
+        """``inside -> public`` as events show it."""
+        inside, public = self.internal, self.public
+        return f"{inside[0]}:{inside[1]} -> {public[0]}:{public[1]}"
 
 
 class NatTable:

@@ -10,13 +10,17 @@ ignored (a scenario that quietly did not inject its fault would still
 offending key* (``('steps', 2, 'at')``); :mod:`agent.scenario.loader` maps
 that location back to a file line and turns it into one sentence.
 
-Three kinds of rule live here:
+The ``expect:`` and ``thresholds:`` sections live in
+:mod:`agent.scenario.expectations` and are re-exported here. Three kinds of
+rule live here:
 
 * field rules (types, ranges, ``Duration`` syntax, loopback-only addresses),
   mostly as the shared types of :mod:`agent.scenario.fields`;
 * step rules: ``do`` picks a class from :data:`~agent.scenario.steps.STEPS`,
   whose own ``Params`` model validates the keys written inline next to
-  ``at``/``do``/``side``, and whose ``side`` policy is enforced;
+  ``at``/``do``/``side``, and whose ``side`` policy is enforced (the network
+  fault steps and their params come from :mod:`agent.net.faults`, read in
+  file syntax via :data:`~agent.scenario.steps_net.FILE_SYNTAX_CONTEXT`);
 * cross-field rules that only the whole scenario can judge (a step after the
   end, a step after a hangup, an expectation the media settings cannot
   measure). Those are :class:`Scenario` validators.
@@ -38,35 +42,42 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
     InstanceOf,
-    PlainSerializer,
     PrivateAttr,
     SerializationInfo,
-    SerializerFunctionWrapHandler,
     StrictBool,
     StrictInt,
     StrictStr,
-    StringConstraints,
+    field_validator,
     model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails
 
-from agent.observe.model import Level, Side, Thresholds
+from agent.net.network import NatConfig
+from agent.observe.model import Side
 from agent.scenario.duration import (
     Duration,
     describe_value,
     format_duration,
 )
+from agent.scenario.expectations import (
+    CauseExpectations,
+    CountRange,
+    Expectations,
+    InitiatorExpectations,
+    LevelExpectations,
+    OutcomeExpectations,
+    SideCounts,
+    SidePairChanges,
+    ThresholdSettings,
+)
 from agent.scenario.fields import (
-    Count,
     Loc,
     LoopbackAddress,
     Milliseconds,
-    NonNegativeMilliseconds,
     PositiveDuration,
     Section,
     Slug,
@@ -76,17 +87,24 @@ from agent.scenario.fields import (
     unknown_key_errors,
 )
 from agent.scenario.steps import RESERVED_KEYS, STEPS, Step
+from agent.scenario.steps_net import FILE_SYNTAX_CONTEXT, fault_of
+from agent.stack.peer import CertExpiryPolicy, FarEndProfile, RecoveryPolicy
 
 __all__ = [
+    "CauseExpectations",
     "CountRange",
     "Duration",
     "Expectations",
+    "InitiatorExpectations",
     "LevelExpectations",
     "MediaSettings",
+    "OutcomeExpectations",
     "PeerSettings",
     "PeersSettings",
     "Scenario",
     "ScenarioSource",
+    "SideCounts",
+    "SidePairChanges",
     "StepSpec",
     "ThresholdSettings",
     "scenario_digest",
@@ -155,11 +173,18 @@ class MediaSettings(Section):
 
 
 class PeerSettings(Section):
-    """One peer of a loopback call. New per-peer knobs are one field here."""
+    """One peer of a loopback call, as a file writes it.
+
+    Each field reaches the stack's :class:`~agent.stack.peer.PeerConfig` by
+    name (durations gain the ``_s`` unit there; see
+    :func:`agent.scenario.runner.peer_config`), so a new per-peer knob is one
+    field here plus the stack code that uses it. Choices are the stack's own
+    enums, not copies of their values.
+    """
 
     address: LoopbackAddress
     #: what the peer does when its path dies, as apps do with restartIce()
-    recovery: Literal["none", "restart_on_disconnected", "restart_on_failed"] = "none"
+    recovery: RecoveryPolicy = RecoveryPolicy.NONE
     #: nothing received this long on the selected pair -> ``disconnected``
     disconnected_after: PositiveDuration = 2.0
     #: RFC 7675 consent check interval (also the NAT keepalive)
@@ -170,14 +195,12 @@ class PeerSettings(Section):
     #: the first DTLS certificate expires this long after the call starts
     certificate_lifetime: PositiveDuration | None = None
     #: on expiry: rotate (new certificate, rehandshake) or keep using it
-    cert_expiry: Literal["rotate", "keep"] = "rotate"
+    cert_expiry: CertExpiryPolicy = CertExpiryPolicy.ROTATE
     #: largest DTLS datagram this peer sends; handshake messages are
     #: fragmented to fit (the fix for a path that drops big datagrams)
     dtls_mtu: Annotated[StrictInt, Field(ge=256, le=1500)] = 1200
     #: DTLS behaviour of field equipment this peer imitates
-    dtls_profile: Literal[
-        "never", "rehandshake_on_ice_restart", "rehandshake_on_source_change"
-    ] = "never"
+    dtls_profile: FarEndProfile = FarEndProfile.NEVER
 
 
 #: Distinct loopback addresses by default, so a capture tells the sides apart.
@@ -210,37 +233,24 @@ class PeersSettings(Section):
 
 # --- network ----------------------------------------------------------------
 
-NatBehaviorName = Literal[
-    "endpoint_independent", "address_dependent", "address_and_port_dependent"
-]
-
-
-class NatSettings(Section):
-    """One side behind a user-space NAT, described as RFC 4787 behaviour."""
-
-    #: the side behind the NAT; the other side only ever sees the NAT's address
-    side: Side = Side.CALLER
-    type: Literal[
-        "full_cone", "restricted_cone", "port_restricted_cone", "symmetric"
-    ] = "port_restricted_cone"
-    #: override the type's mapping behaviour (RFC 4787 §4.1)
-    mapping: NatBehaviorName | None = None
-    #: override the type's filtering behaviour (RFC 4787 §5)
-    filtering: NatBehaviorName | None = None
-    #: an idle UDP mapping expires after this long (RFC 4787 §4.3)
-    udp_timeout: PositiveDuration = 30.0
-    #: which traffic refreshes a mapping (REQ-6: outbound always)
-    refresh: Literal["outbound", "both"] = "outbound"
-    #: the NAT's public address (the far end sees only this)
-    public_address: LoopbackAddress = IPv4Address("127.0.0.3")
-    #: the STUN server outside the NAT, for the server-reflexive candidate
-    stun_address: LoopbackAddress = IPv4Address("127.0.0.4")
-
 
 class NetworkSettings(Section):
     """The network between the peers (loopback calls)."""
 
-    nat: NatSettings | None = None
+    #: one side behind a user-space NAT; declared once, in :mod:`agent.net.network`
+    nat: NatConfig | None = None
+
+    @field_validator("nat", mode="before")
+    @classmethod
+    def _nat_as_written(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value  # None (no NAT), a NatConfig, or a type error below
+        raise_errors(
+            NatConfig.__name__,
+            unknown_key_errors(value, NatConfig.model_fields, "field"),
+        )
+        # Errors keep their locations: ('network', 'nat', 'udp_timeout').
+        return NatConfig.model_validate(value, context=FILE_SYNTAX_CONTEXT)
 
 
 # --- steps ------------------------------------------------------------------
@@ -290,7 +300,7 @@ class StepSpec(BaseModel):
         raise_errors(cls.__name__, unknown_key_errors(inline, param_names, kind))
         # A ValidationError from here keeps its locations, which are already
         # the inline keys: ('steps', i, 'duration').
-        params = step.Params.model_validate(inline)
+        params = step.Params.model_validate(inline, context=FILE_SYNTAX_CONTEXT)
         timeline = {key: value for key, value in data.items() if key in RESERVED_KEYS}
         return {**timeline, "params": params}
 
@@ -331,184 +341,6 @@ class StepSpec(BaseModel):
             out["side"] = self.side.value if as_json else self.side
         out.update(self.params.model_dump(mode="json" if as_json else "python"))
         return out
-
-
-# --- expectations -----------------------------------------------------------
-
-
-class CountRange(Section):
-    """An expected count: ``2`` (exactly) or ``{min: 1, max: 3}`` (either optional)."""
-
-    min: Count | None = None
-    max: Count | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _exact_count(cls, data: Any) -> Any:
-        if isinstance(data, int) and not isinstance(data, bool):
-            return {"min": data, "max": data}
-        if data is None or not isinstance(data, Mapping):
-            message = (
-                "expected a count (e.g. 0) or a range {min: 0, max: 2}, "
-                f"got {describe_value(data)}"
-            )
-            fail(cls.__name__, (), "count", message, data)
-        return data
-
-    @model_validator(mode="after")
-    def _check_bounds(self) -> Self:
-        if self.min is None and self.max is None:
-            message = "a range needs min, max or both"
-            fail(type(self).__name__, (), "count_range", message, {})
-        if self.min is not None and self.max is not None and self.min > self.max:
-            message = f"min {self.min} is greater than max {self.max}"
-            fail(type(self).__name__, (), "count_range", message, {})
-        return self
-
-    @model_serializer(mode="wrap")
-    def _exact_as_int(self, handler: SerializerFunctionWrapHandler) -> Any:
-        if self.min is not None and self.min == self.max:
-            return self.min
-        return handler(self)
-
-    def contains(self, count: int) -> bool:
-        return (self.min is None or count >= self.min) and (
-            self.max is None or count <= self.max
-        )
-
-    def __str__(self) -> str:
-        if self.min is not None and self.min == self.max:
-            return str(self.min)
-        if self.min is not None and self.max is not None:
-            return f"{self.min}..{self.max}"
-        if self.min is not None:
-            return f">= {self.min}"
-        return f"<= {self.max}"
-
-
-class LevelExpectations(Section):
-    """Expected DESIGN.md level per contract metric (exact match)."""
-
-    ice_restarts: Level | None = None
-    dtls_rehandshakes: Level | None = None
-
-
-class SideCounts(Section):
-    """Expected counts of one metric by the side that initiated them."""
-
-    caller: CountRange | None = None
-    callee: CountRange | None = None
-    #: faults nobody chose (initiator ``network``)
-    network: CountRange | None = None
-
-
-class InitiatorExpectations(Section):
-    """Who started the counted events: ``{ice_restarts: {caller: 1}}``."""
-
-    ice_restarts: SideCounts | None = None
-    dtls_rehandshakes: SideCounts | None = None
-
-
-CauseName = Annotated[StrictStr, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-
-
-class SidePairChanges(Section):
-    """Selected-pair changes as each side's own observer counted them."""
-
-    caller: CountRange | None = None
-    callee: CountRange | None = None
-
-
-OutcomeName = Literal["completed", "failed", "incomplete"]
-
-
-class OutcomeExpectations(Section):
-    """The outcome every counted event of a metric must have."""
-
-    ice_restarts: OutcomeName | None = None
-    dtls_rehandshakes: OutcomeName | None = None
-
-
-class CauseExpectations(Section):
-    """The cause every counted event of a metric must carry."""
-
-    ice_restarts: CauseName | None = None
-    dtls_rehandshakes: CauseName | None = None
-
-
-class Expectations(Section):
-    """What one call's report must show for the scenario to pass.
-
-    Only ``call_up`` is checked by default; every other check is opt-in.
-    ``call_up: false`` means "not checked", not "must be down".
-    """
-
-    call_up: StrictBool = True
-    max_setup_ms: Milliseconds | None = None
-    ice_restarts: CountRange | None = None
-    dtls_rehandshakes: CountRange | None = None
-    selected_pair_changes: CountRange | None = None
-    levels: LevelExpectations = LevelExpectations()
-    #: counted events by the side that started them
-    initiated_by: InitiatorExpectations = InitiatorExpectations()
-    #: the cause each counted event is attributed to
-    causes: CauseExpectations = CauseExpectations()
-    #: how each counted event ended
-    outcomes: OutcomeExpectations = OutcomeExpectations()
-    #: the longest gap seen by either receiver
-    max_media_gap_ms: NonNegativeMilliseconds | None = None
-    #: packets lost in both directions together
-    max_packets_lost: Count | None = None
-    #: selected-pair changes per side (the far end follows a NAT rebinding)
-    selected_pair_changes_by_side: SidePairChanges | None = None
-    #: every restart, rehandshake, pair change, media gap and disconnected/
-    #: failed state on the timeline carries a cause
-    all_events_attributed: StrictBool = False
-
-
-# --- thresholds -------------------------------------------------------------
-
-
-class _ThresholdsSpec(Section):
-    """The file form of :class:`~agent.observe.model.Thresholds`."""
-
-    warning: Annotated[StrictInt, Field(ge=1)] = 1
-    critical: Annotated[StrictInt, Field(ge=1)] = 2
-
-    @model_validator(mode="after")
-    def _ordered(self) -> Self:
-        if self.warning > self.critical:
-            message = (
-                f"warning {self.warning} is above critical {self.critical}; "
-                "need 0 < warning <= critical"
-            )
-            fail(type(self).__name__, (), "thresholds", message, {})
-        return self
-
-
-def _thresholds_from_file(value: Any) -> Any:
-    if isinstance(value, Thresholds):
-        return value
-    spec = _ThresholdsSpec.model_validate(value)
-    return Thresholds(warning=spec.warning, critical=spec.critical)
-
-
-def _thresholds_to_file(thresholds: Thresholds) -> dict[str, int]:
-    return {"warning": thresholds.warning, "critical": thresholds.critical}
-
-
-MetricThresholds = Annotated[
-    Thresholds,
-    BeforeValidator(_thresholds_from_file),
-    PlainSerializer(_thresholds_to_file),
-]
-
-
-class ThresholdSettings(Section):
-    """Per-metric level thresholds; DESIGN.md's 0 good, 1 warning, 2+ critical."""
-
-    ice_restarts: MetricThresholds = Thresholds()
-    dtls_rehandshakes: MetricThresholds = Thresholds()
 
 
 # --- the scenario -----------------------------------------------------------
@@ -572,7 +404,10 @@ class Scenario(Section):
         errors: list[InitErrorDetails] = []
         nat = self.network.nat
         for index, spec in enumerate(self.steps):
-            if spec.do.startswith("nat.") and nat is None:
+            fault = fault_of(spec.do)
+            if fault is None:
+                continue
+            if fault.acts_on == "nat" and nat is None:
                 errors.append(
                     located_error(
                         ("steps", index, "do"),
@@ -581,8 +416,7 @@ class Scenario(Section):
                         spec.do,
                     )
                 )
-            moves = ("net.rebind", "net.address_change", "net.path_change")
-            if nat is not None and spec.do in moves and spec.side == nat.side:
+            if nat is not None and fault.moves_side and spec.side == nat.side:
                 errors.append(
                     located_error(
                         ("steps", index, "side"),

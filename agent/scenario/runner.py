@@ -11,30 +11,22 @@ failed, crashed or interrupted — produces its report entry, which is handed to
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.call.calls import (
-    Call,
-    CallConfig,
-    CertExpiryPolicy,
-    FarEndProfile,
-    LoopbackCall,
-    RecoveryPolicy,
-    SideConfig,
-)
-from agent.call.faults import NatConfig, NetworkConfig
+from agent.call.calls import Call, CallConfig, LoopbackCall
 from agent.errors import AgentError
-from agent.net.nat import Behavior, Refresh
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings
 from agent.scenario.expect import check_expectations
 from agent.scenario.model import PeerSettings, Scenario, StepSpec
 from agent.scenario.steps import STEPS
+from agent.stack.peer import PeerConfig
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +56,8 @@ def call_config(scenario: Scenario, call_id: str, seed: int) -> CallConfig:
     media = scenario.media
     return CallConfig(
         call_id=call_id,
-        caller=side_config(scenario.peers.caller),
-        callee=side_config(scenario.peers.callee),
+        caller=peer_config(scenario.peers.caller),
+        callee=peer_config(scenario.peers.callee),
         audio=media.audio,
         packet_ms=media.packet_ms,
         decode=media.decode,
@@ -75,40 +67,48 @@ def call_config(scenario: Scenario, call_id: str, seed: int) -> CallConfig:
         ),
         thresholds=scenario_thresholds(scenario),
         seed=seed,
-        network=network_config(scenario),
+        nat=scenario.network.nat,
     )
 
 
-def side_config(peer: PeerSettings) -> SideConfig:
-    return SideConfig(
-        address=str(peer.address),
-        recovery=RecoveryPolicy(peer.recovery),
-        disconnected_after_s=peer.disconnected_after,
-        consent_interval_s=peer.consent_interval,
-        send_audio=peer.send_audio,
-        certificate_lifetime_s=peer.certificate_lifetime,
-        cert_expiry=CertExpiryPolicy(peer.cert_expiry),
-        dtls_profile=FarEndProfile(peer.dtls_profile),
-        dtls_mtu=peer.dtls_mtu,
-    )
+# --- one configuration: a peer's file settings -> the stack's PeerConfig ------
+#
+# Mechanical, so a new knob is one PeerSettings field (plus the stack code that
+# uses it): a field reaches the PeerConfig field of the same name, or with the
+# ``_s`` unit suffix for durations. Only the two below are shaped differently.
+# tests/scenario/test_peer_config.py checks every field both ways.
+
+#: file field -> (PeerConfig field, conversion)
+PEER_FIELD_SHAPES: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
+    "address": ("host_addresses", lambda address: [str(address)]),
+    # The call ANDs it with the call's media.audio.
+    "send_audio": ("audio", bool),
+}
+#: PeerConfig fields no file sets per peer: the call fills them in (media,
+#: the seeded random source, the side's network) or they keep their default.
+PEER_FIELDS_NOT_IN_FILES = frozenset(
+    {"packet_ms", "decode", "rng", "net", "restart_timeout_s"}
+)
 
 
-def network_config(scenario: Scenario) -> NetworkConfig:
-    nat = scenario.network.nat
-    if nat is None:
-        return NetworkConfig()
-    return NetworkConfig(
-        nat=NatConfig(
-            side=Side(nat.side),
-            type=nat.type,
-            mapping=None if nat.mapping is None else Behavior(nat.mapping),
-            filtering=None if nat.filtering is None else Behavior(nat.filtering),
-            udp_timeout_s=nat.udp_timeout,
-            refresh=Refresh(nat.refresh),
-            public_address=str(nat.public_address),
-            stun_address=str(nat.stun_address),
-        )
-    )
+def peer_config_field(name: str) -> str:
+    """The PeerConfig field a PeerSettings field sets."""
+    if name in PEER_FIELD_SHAPES:
+        return PEER_FIELD_SHAPES[name][0]
+    known = {f.name for f in dataclasses.fields(PeerConfig)}
+    for candidate in (name, f"{name}_s"):
+        if candidate in known:
+            return candidate
+    raise LookupError(f"PeerSettings.{name} matches no PeerConfig field")
+
+
+def peer_config(peer: PeerSettings) -> PeerConfig:
+    """The stack's settings for one peer, every file setting carried over."""
+    values: dict[str, Any] = {}
+    for name, value in peer:
+        shape = PEER_FIELD_SHAPES.get(name)
+        values[peer_config_field(name)] = value if shape is None else shape[1](value)
+    return PeerConfig(**values)
 
 
 def scenario_thresholds(scenario: Scenario) -> dict[str, Thresholds]:

@@ -20,18 +20,22 @@ Writing a step: copy :class:`Noop`, rename, give it a ``Params`` model if it
 takes parameters (subclass :class:`StepParams`), say whether ``side`` is
 ``"required"``, ``"optional"`` or ``"none"``, write a one-line ``summary``,
 and decorate it with :func:`register`. The module defining it must be
-imported before scenarios are loaded (import it from this package's
-``__init__`` or from this module).
+imported before scenarios are loaded.
+
+Network faults are not written here: they are registered in
+:mod:`agent.net.faults`, and :mod:`agent.scenario.steps_net` (which imports
+this module, never the other way round) derives one step from each.
 """
 
 from __future__ import annotations
 
 import abc
 import re
-from typing import Annotated, ClassVar, Literal, Protocol, TypeVar
+from typing import ClassVar, Literal, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, StrictBool, StringConstraints
+from pydantic import BaseModel, ConfigDict, StrictBool
 
+from agent.net.faults.params import Cause
 from agent.observe.model import Side
 
 __all__ = [
@@ -232,12 +236,9 @@ class Hangup(Step):
         await target.hangup(side)
 
 
-CauseName = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-
-
 class IceRestartParams(StepParams):
     #: what the restart stands for on the timeline (default ``manual``)
-    cause: CauseName | None = None
+    cause: Cause | None = None
 
 
 @register
@@ -267,7 +268,7 @@ class DtlsRehandshakeParams(StepParams):
     rotate_certificate: StrictBool = True
     #: make the re-offer an ICE restart too (RFC 8829 §5.11's expectation)
     ice_restart: StrictBool = False
-    cause: CauseName | None = None
+    cause: Cause | None = None
 
 
 @register
@@ -315,8 +316,3 @@ class SbcFailover(Step):
     ) -> None:
         assert isinstance(params, SbcFailoverParams)
         await target.fail_over(self.required_side(side), ice_restart=params.ice_restart)
-
-
-# The network fault steps register themselves; import them with the registry so
-# every reader of STEPS sees them.
-from agent.scenario import steps_net as _steps_net  # noqa: E402, F401

@@ -1,51 +1,57 @@
-"""Network fault steps: ``net.*`` on a side's own sockets, ``nat.*`` on the NAT.
+"""Network fault steps, derived from the fault registry — none written by hand.
 
-Each step builds a :class:`~agent.net.spec.FaultSpec` and hands it to the call
-(:class:`NetStepTarget`); the call layer (``agent/call/faults.py``) applies it
-and puts ``fault_start``/``fault_end`` on the timeline with the fault's cause.
-Every step takes an optional ``cause`` so a scenario can say which field cause
-the fault stands for (``net.blackhole`` as ``firewall_eviction``, say).
+Every fault in :data:`~agent.net.faults.FAULTS` becomes one step of the same
+name: ``net.*`` steps need ``side:`` (they act on that side's own sockets),
+``nat.*`` steps take none (they act on the call's NAT). The step's ``Params``
+*is* the fault's ``Params`` model, so the scenario schema, ``callagent
+steps`` and the README's fault table (:func:`fault_table`) cannot disagree
+with what the fault takes. Running the step hands the validated params to
+the call (:class:`NetStepTarget`), which looks the fault up again by name.
 
-============================  ==============================================
-step                          what the far end sees
-============================  ==============================================
-``net.blackhole``             nothing, both ways or one way, for a duration
-``net.loss``                  a share of datagrams missing (seeded)
-``net.delay``/``net.jitter``  datagrams late, reordered by jitter (seeded)
-``net.mtu``                   datagrams above N bytes missing (big DTLS flights)
-``net.rebind``                the side's traffic from a new port; old port dead
-``net.address_change``        traffic from another address; old one dead (VPN)
-``net.path_change``           traffic from another address; old one alive
-``nat.rebind``                the NAT forgets its mappings; new public ports
-``nat.flush``                 the NAT/firewall forgets its state (eviction)
-============================  ==============================================
+How a file writes a value is this layer's business: :data:`FILE_SYNTAX_CONTEXT`
+gives the fault types their file syntax (``500ms``, loopback-only addresses)
+from :mod:`agent.scenario.fields`, passed as pydantic validation context.
+
+``python -m agent.scenario.steps_net README.md`` rewrites the README's table.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Protocol
+import sys
+from collections.abc import Callable, Container, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
 
-from pydantic import BaseModel, Field, StringConstraints
+from pydantic import BaseModel, TypeAdapter, ValidationError
+from pydantic_core import PydanticCustomError
 
 from agent.errors import CallError
-from agent.net.spec import FaultKind, FaultSpec
+from agent.net.faults import FAULTS, Fault, FaultParams
+from agent.net.faults.params import FILE_SYNTAX, Written
 from agent.observe.model import Side
+from agent.scenario.duration import Duration
 from agent.scenario.fields import LoopbackAddress, PositiveDuration
-from agent.scenario.steps import Step, StepParams, StepTarget, register
+from agent.scenario.steps import STEPS, SidePolicy, Step, StepTarget, register
 
-__all__ = ["NetStepTarget"]
+__all__ = [
+    "FAULT_STEPS",
+    "FILE_SYNTAX_CONTEXT",
+    "FaultStep",
+    "NetStepTarget",
+    "fault_of",
+    "fault_table",
+    "step_signature",
+]
 
 
 class NetStepTarget(StepTarget, Protocol):
     """A live call that can inject network faults."""
 
-    async def apply_fault(self, side: Side | None, fault: FaultSpec) -> None:
-        """Start ``fault`` on ``side``'s network (``None``: the NAT's)."""
+    async def apply_fault(
+        self, side: Side | None, fault: str, params: FaultParams
+    ) -> None:
+        """Start the fault named ``fault`` on ``side`` (``None``: the NAT)."""
         ...
-
-
-Cause = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
-WireWay = Literal["both", "inbound", "outbound"]
 
 
 def _net(target: StepTarget, step: str) -> NetStepTarget:
@@ -54,163 +60,135 @@ def _net(target: StepTarget, step: str) -> NetStepTarget:
     return target  # type: ignore[return-value]
 
 
-class CauseParams(StepParams):
-    #: the field cause this fault stands for (default: the fault's own)
-    cause: Cause | None = None
+# --- file syntax for the fault types -------------------------------------------
 
 
-class TimedParams(CauseParams):
-    #: how long the fault lasts (default: until the call ends)
-    duration: PositiveDuration | None = None
-    #: which way it acts, seen from the side
-    direction: WireWay = "both"
+def _written_as(field_type: Any) -> Callable[[Any], Any]:
+    """Validate a value as the scenario ``field_type`` would, keeping its
+    error type and message (raised inside the fault's own validation)."""
+    adapter: TypeAdapter[Any] = TypeAdapter(field_type)
+
+    def convert(value: Any) -> Any:
+        try:
+            return adapter.validate_python(value)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise PydanticCustomError(
+                first["type"], "{message}", {"message": first["msg"]}
+            ) from None
+
+    return convert
 
 
-class _FaultStep(Step):
-    kind: FaultKind
+#: Validation context that reads fault params as scenario files write them.
+FILE_SYNTAX_CONTEXT: dict[str, Any] = {
+    FILE_SYNTAX: {
+        Written.SECONDS: _written_as(PositiveDuration),
+        Written.SECONDS_OR_ZERO: _written_as(Duration),
+        Written.ADDRESS: _written_as(LoopbackAddress),
+    }
+}
 
-    def spec(self, params: BaseModel) -> FaultSpec:
-        assert isinstance(params, CauseParams)
-        extra = params.model_dump(exclude={"cause"})
-        return FaultSpec(
-            kind=self.kind,
-            cause=params.cause,
-            duration_s=extra.pop("duration", None),
-            direction=extra.pop("direction", "both"),
-            loss_rate=extra.pop("rate", 0.0),
-            delay_ms=extra.pop("delay", 0.0) * 1000,
-            jitter_ms=extra.pop("jitter", 0.0) * 1000,
-            max_bytes=extra.pop("max_bytes", 0),
-            address=None if "address" not in extra else str(extra.pop("address")),
-            seed=extra.pop("seed", None),
-        )
+
+# --- one step per fault --------------------------------------------------------
+
+
+class FaultStep(Step):
+    """Starts :attr:`fault` on the call; generated, one per registered fault."""
+
+    fault: ClassVar[type[Fault[Any]]]
 
     async def run(
         self, target: StepTarget, side: Side | None, params: BaseModel
     ) -> None:
         if self.side == "required" and side is None:
             raise ValueError(f"{self.name} needs a side")
-        await _net(target, self.name).apply_fault(side, self.spec(params))
+        assert isinstance(params, FaultParams)
+        await _net(target, self.name).apply_fault(side, self.name, params)
 
 
-@register
-class NetBlackhole(_FaultStep):
-    """Drop every datagram of ``side`` (both ways, or one way) for a while."""
-
-    name = "net.blackhole"
-    side = "required"
-    kind = FaultKind.BLACKHOLE
-    Params = TimedParams
-    summary = "drop all of the side's traffic (both ways or one way) for a duration"
-
-
-class LossParams(TimedParams):
-    #: share of datagrams dropped, 0..1
-    rate: Annotated[float, Field(gt=0, le=1)]
-    seed: int | None = None
+def _step_for(fault: type[Fault[Any]]) -> type[FaultStep]:
+    side: SidePolicy = "required" if fault.acts_on == "side" else "none"
+    attributes = {
+        "__doc__": fault.__doc__ or sys.modules[fault.__module__].__doc__,
+        "__module__": __name__,
+        "name": fault.name,
+        "side": side,
+        "Params": fault.Params,
+        "summary": fault.summary,
+        "fault": fault,
+    }
+    step = type(f"{fault.__name__}Step", (FaultStep,), attributes)
+    return register(step)
 
 
-@register
-class NetLoss(_FaultStep):
-    name = "net.loss"
-    side = "required"
-    kind = FaultKind.LOSS
-    Params = LossParams
-    summary = "drop a share of the side's datagrams at random (seeded)"
+#: The generated step of every registered fault, by name.
+FAULT_STEPS: dict[str, type[FaultStep]] = {
+    name: _step_for(fault) for name, fault in sorted(FAULTS.items())
+}
 
 
-class DelayParams(TimedParams):
-    #: added one-way delay per datagram
-    delay: PositiveDuration
-    seed: int | None = None
-
-
-@register
-class NetDelay(_FaultStep):
-    name = "net.delay"
-    side = "required"
-    kind = FaultKind.DELAY
-    Params = DelayParams
-    summary = "delay the side's datagrams by a fixed time"
-
-
-class JitterParams(TimedParams):
-    #: each datagram gets a uniform extra delay in 0..jitter (reorders)
-    jitter: PositiveDuration
-    delay: Annotated[float, Field(ge=0)] = 0.0
-    seed: int | None = None
-
-
-@register
-class NetJitter(_FaultStep):
-    name = "net.jitter"
-    side = "required"
-    kind = FaultKind.JITTER
-    Params = JitterParams
-    summary = "delay the side's datagrams by a random 0..jitter (seeded; reorders)"
-
-
-class MtuParams(TimedParams):
-    #: largest UDP payload that passes
-    max_bytes: Annotated[int, Field(ge=28, le=65507)]
-
-
-@register
-class NetMtu(_FaultStep):
-    name = "net.mtu"
-    side = "required"
-    kind = FaultKind.MTU
-    Params = MtuParams
-    summary = "drop the side's datagrams larger than max_bytes (path-MTU trouble)"
-
-
-@register
-class NetRebind(_FaultStep):
-    name = "net.rebind"
-    side = "required"
-    kind = FaultKind.REBIND
-    Params = CauseParams
-    summary = "the side's traffic continues from a new source port; the old one dies"
-
-
-class MoveParams(CauseParams):
-    #: the side's new local address
-    address: LoopbackAddress
-
-
-@register
-class NetAddressChange(_FaultStep):
-    name = "net.address_change"
-    side = "required"
-    kind = FaultKind.ADDRESS_CHANGE
-    Params = MoveParams
-    summary = "the side moves to another local address; the old one dies (VPN)"
-
-
-@register
-class NetPathChange(_FaultStep):
-    name = "net.path_change"
-    side = "required"
-    kind = FaultKind.PATH_CHANGE
-    Params = MoveParams
-    summary = "the side sends from another local address; the old one stays alive"
-
-
-@register
-class NatRebind(_FaultStep):
-    name = "nat.rebind"
-    side = "none"
-    kind = FaultKind.NAT_REBIND
-    Params = CauseParams
-    summary = "the NAT drops its mappings; the next packets get new public ports"
-
-
-@register
-class NatFlush(_FaultStep):
-    name = "nat.flush"
-    side = "none"
-    kind = FaultKind.NAT_FLUSH
-    Params = CauseParams
-    summary = (
-        "the NAT forgets its state (eviction): inbound dropped until the inside sends"
+def fault_of(step_name: str) -> type[Fault[Any]] | None:
+    """The fault a step starts, or None when the step is not a network fault."""
+    step = STEPS.get(step_name)
+    return (
+        step.fault if isinstance(step, type) and issubclass(step, FaultStep) else None
     )
+
+
+# --- the README's table ----------------------------------------------------------
+
+TABLE_BEGIN = (
+    "<!-- fault-table: generated from agent/net/faults; regenerate with "
+    "`python -m agent.scenario.steps_net README.md` -->"
+)
+TABLE_END = "<!-- /fault-table -->"
+
+
+def step_signature(
+    params: type[BaseModel], side: SidePolicy, omit: Container[str] = ()
+) -> str:
+    """``{side, rate, duration?}``: the keys a step takes, required ones first."""
+    fields = {k: v for k, v in params.model_fields.items() if k not in omit}
+    keys = {"required": ["side"], "optional": ["side?"], "none": []}[side]
+    keys += [name for name, info in fields.items() if info.is_required()]
+    keys += [f"{name}?" for name, info in fields.items() if not info.is_required()]
+    return f"{{{', '.join(keys)}}}" if keys else ""
+
+
+def fault_table() -> str:
+    """The README's Markdown table of the network fault steps."""
+    rows = [
+        "| step | what happens | default cause |",
+        "|---|---|---|",
+    ]
+    order = sorted(FAULTS.values(), key=lambda f: (f.acts_on != "side", f.name))
+    for fault in order:
+        # Every fault takes ``cause``; the README says so once, under the table.
+        side = FAULT_STEPS[fault.name].side
+        signature = step_signature(fault.Params, side, omit={"cause"})
+        shown = f" `{signature}`" if signature else ""
+        rows.append(
+            f"| `{fault.name}`{shown} | {fault.summary} | `{fault.default_cause}` |"
+        )
+    return "\n".join(rows)
+
+
+def replace_fault_table(text: str) -> str:
+    """``text`` with the table between the markers regenerated."""
+    head, begin, rest = text.partition(TABLE_BEGIN)
+    _, end, tail = rest.partition(TABLE_END)
+    if not begin or not end:
+        raise ValueError(f"no {TABLE_BEGIN!r} ... {TABLE_END!r} markers")
+    return f"{head}{TABLE_BEGIN}\n{fault_table()}\n{TABLE_END}{tail}"
+
+
+def main(argv: Sequence[str]) -> int:
+    for name in argv:
+        path = Path(name)
+        path.write_text(replace_fault_table(path.read_text()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,12 +1,16 @@
-"""The net.* and nat.* steps as scenario data: registered, validated, turned
-into fault specs."""
+"""The net.* and nat.* steps as scenario data: registered, validated, handed
+to the call as the fault's own params."""
 
 from __future__ import annotations
+
+from ipaddress import IPv4Address
 
 import pytest
 
 from agent.errors import ScenarioError
-from agent.net.spec import FaultKind, FaultSpec
+from agent.net.faults import FAULTS, FaultParams
+from agent.net.faults.jitter import JitterParams
+from agent.net.faults.mtu import MtuParams
 from agent.observe.model import Side
 from agent.scenario.loader import parse_scenario
 from agent.scenario.steps import STEPS
@@ -14,7 +18,7 @@ from agent.scenario.steps import STEPS
 
 class Target:
     def __init__(self) -> None:
-        self.faults: list[tuple[Side | None, FaultSpec]] = []
+        self.faults: list[tuple[Side | None, str, FaultParams]] = []
 
     async def hangup(self, side: Side) -> None: ...
 
@@ -22,8 +26,21 @@ class Target:
 
     async def restart_ice(self, side: Side, cause: str | None) -> None: ...
 
-    async def apply_fault(self, side: Side | None, fault: FaultSpec) -> None:
-        self.faults.append((side, fault))
+    async def rehandshake_dtls(
+        self,
+        side: Side,
+        *,
+        rotate_certificate: bool,
+        ice_restart: bool,
+        cause: str | None,
+    ) -> None: ...
+
+    async def fail_over(self, side: Side, *, ice_restart: bool) -> None: ...
+
+    async def apply_fault(
+        self, side: Side | None, fault: str, params: FaultParams
+    ) -> None:
+        self.faults.append((side, fault, params))
 
 
 def test_every_fault_step_is_registered() -> None:
@@ -51,12 +68,18 @@ steps:
     target = Target()
     for spec in scenario.ordered_steps:
         await STEPS[spec.do]().run(target, spec.side, spec.params)
-    (s1, jitter), (_, mtu), (_, path), (s4, flush) = target.faults
-    assert s1 is Side.CALLEE and jitter.kind is FaultKind.JITTER
-    assert (jitter.jitter_ms, jitter.delay_ms, jitter.seed) == (40.0, 10.0, 4)
-    assert (mtu.max_bytes, mtu.duration_s, mtu.effective_cause) == (548, 3.0, "mtu")
-    assert (path.address, path.effective_cause) == ("127.0.0.9", "path_change")
-    assert s4 is None and flush.effective_cause == "conntrack_gc"
+    (s1, n1, jitter), (_, n2, mtu), (_, n3, path), (s4, n4, flush) = target.faults
+    assert (s1, n1) == (Side.CALLEE, "net.jitter")
+    assert isinstance(jitter, JitterParams)
+    assert (jitter.jitter, jitter.delay, jitter.seed) == (0.04, 0.01, 4)
+    assert isinstance(mtu, MtuParams)
+    assert (mtu.max_bytes, mtu.duration, mtu.cause) == (548, 3.0, None)
+    assert FAULTS[n2]().cause(mtu) == "mtu"
+    assert n3 == "net.path_change"
+    assert getattr(path, "address", None) == IPv4Address("127.0.0.9")
+    assert FAULTS[n3]().cause(path) == "path_change"
+    assert (s4, n4) == (None, "nat.flush")
+    assert FAULTS[n4]().cause(flush) == "conntrack_gc"
     assert scenario.network.nat is not None and scenario.network.nat.udp_timeout == 20
 
 

@@ -1,0 +1,244 @@
+"""The network under one call: each side's sockets, the NAT, the live faults.
+
+:class:`CallNetwork` holds the :class:`~agent.stack.ice.SideNet` of each side
+the agent plays — shared by every ICE generation of that side, so a fault
+also catches the sockets an ICE restart opens — and, when :class:`NatConfig`
+says so, puts one side behind a :class:`~agent.net.natbox.UserSpaceNat` with a
+STUN responder outside it. :meth:`CallNetwork.apply` starts a fault by looking
+its name up in :data:`~agent.net.faults.FAULTS`; the fault's own module says
+what it does (see :mod:`agent.net.faults`).
+
+Every fault is on the timeline: a ``fault_start`` event when it begins and a
+``fault_end`` when it is over, both with ``initiator: network`` and the fault's
+``cause`` — written by :meth:`CallNetwork.fault_started` and
+:meth:`CallNetwork.fault_ended`, the only two places that record them. The
+correlation (:mod:`agent.observe.correlate`) then gives that cause to the
+states, gaps, pair changes and restarts the fault produced. The NAT's own
+mapping timeouts are faults too (cause ``nat_timeout``): they start when a
+mapping expires and end when the inside gets a new mapping.
+
+Every random choice (loss, jitter) uses a ``random.Random`` seeded from the
+call's seed and the fault's number, recorded in the fault's event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Callable, Mapping
+from ipaddress import IPv4Address
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from agent.errors import CallError
+from agent.net.faults import FAULTS
+from agent.net.faults.base import ActiveFault, FaultParams
+from agent.net.faults.params import Address, Seconds
+from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, NatMapping, NatType, Refresh
+from agent.net.natbox import StunResponder, UserSpaceNat
+from agent.net.routes import RelayRoute
+from agent.observe.model import EventType, Initiator, Side
+from agent.observe.observer import PeerObserver
+from agent.stack.ice import SideNet
+
+__all__ = ["CallNetwork", "NatConfig"]
+
+logger = logging.getLogger(__name__)
+
+
+class NatConfig(BaseModel):
+    """One side behind a user-space NAT, as RFC 4787 behaviour.
+
+    Declared once: it is the scenario file's ``network.nat`` section and what
+    the call builds its NAT from.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    #: the side behind the NAT; the other side only ever sees the NAT's address
+    side: Side = Side.CALLER
+    type: NatType = "port_restricted_cone"
+    #: override the type's mapping behaviour (RFC 4787 §4.1)
+    mapping: Behavior | None = None
+    #: override the type's filtering behaviour (RFC 4787 §5)
+    filtering: Behavior | None = None
+    #: an idle UDP mapping expires after this long (RFC 4787 §4.3)
+    udp_timeout: Seconds = 30.0
+    #: which traffic refreshes a mapping (REQ-6: outbound always)
+    refresh: Refresh = Refresh.OUTBOUND
+    #: the NAT's public address (the far end sees only this)
+    public_address: Address = IPv4Address("127.0.0.3")
+    #: the STUN server outside the NAT, for the server-reflexive candidate
+    stun_address: Address = IPv4Address("127.0.0.4")
+
+    def behavior(self) -> NatBehavior:
+        mapping, filtering = NAT_TYPES[self.type]
+        return NatBehavior(
+            mapping=self.mapping or mapping,
+            filtering=self.filtering or filtering,
+            lifetime_s=self.udp_timeout,
+            refresh=self.refresh,
+        )
+
+
+class CallNetwork:
+    """The network under one call's agent sides; see the module docstring.
+
+    Implements :class:`~agent.net.faults.base.FaultHost`.
+    """
+
+    def __init__(
+        self,
+        nat: NatConfig | None,
+        sides: Mapping[Side, SideNet],
+        observers: Mapping[Side, PeerObserver],
+        seed: int,
+        local_side: Side,
+        clock_ms: Callable[[], float],
+    ) -> None:
+        self.nat_config = nat
+        self.sides = dict(sides)
+        self._observers = observers
+        self._seed = seed
+        self._local_side = local_side
+        self._clock_ms = clock_ms
+        self.nat: UserSpaceNat | None = None
+        self.stun: StunResponder | None = None
+        self._faults: dict[int, ActiveFault] = {}
+        self._numbers = 0
+        self._routes: list[RelayRoute] = []
+
+    # -- lifecycle ----------------------------------------------------------
+    def start(self) -> None:
+        """Build the NAT and its STUN server (before the first gathering)."""
+        config = self.nat_config
+        if config is None or self.nat is not None or config.side not in self.sides:
+            return
+        inside = self.sides[config.side]
+        try:
+            self.stun = StunResponder(str(config.stun_address))
+            self.nat = UserSpaceNat(
+                config.behavior(), str(config.public_address), inside, self._nat_event
+            )
+        except OSError as exc:
+            self.close()
+            raise CallError(f"cannot build the NAT on loopback: {exc}") from exc
+        inside.route = self.nat
+        inside.stun_server = self.stun.address
+
+    def close(self) -> None:
+        for fault in list(self._faults.values()):
+            self.fault_ended(fault, reason="call ended")
+        for route in self._routes:
+            route.close()
+        if self.nat is not None:
+            self.nat.close()
+        if self.stun is not None:
+            self.stun.close()
+
+    # -- starting a fault -----------------------------------------------------
+    def apply(self, side: Side | None, name: str, params: FaultParams) -> None:
+        """Start the fault registered as ``name`` on ``side`` (None: the NAT)."""
+        fault = FAULTS.get(name)
+        if fault is None:
+            raise CallError(f"unknown network fault {name!r}")
+        if not isinstance(params, fault.Params):
+            raise TypeError(
+                f"{name} takes {fault.Params.__name__}, got {type(params).__name__}"
+            )
+        fault().start(self, side, params)
+
+    # -- FaultHost --------------------------------------------------------------
+    def side_net(self, side: Side | None, kind: str) -> SideNet:
+        if side is None or side not in self.sides:
+            raise CallError(f"{kind}: the agent does not play the {side} in this call")
+        return self.sides[side]
+
+    def nat_box(self, kind: str) -> tuple[UserSpaceNat, Side]:
+        if self.nat is None or self.nat_config is None:
+            raise CallError(f"{kind}: this call has no NAT (network.nat)")
+        return self.nat, self.nat_config.side
+
+    def fault_seed(self, requested: int | None) -> int:
+        if requested is not None:
+            return requested
+        # The number the next fault gets: stable for a given call seed.
+        number = self._numbers + 1
+        return random.Random(f"{self._seed}:fault:{number}").randrange(1 << 31)
+
+    def end_after(self, fault: ActiveFault, seconds: float) -> None:
+        loop = asyncio.get_running_loop()
+        fault.timer = loop.call_later(seconds, self.fault_ended, fault)
+
+    def adopt_route(self, route: RelayRoute) -> None:
+        self._routes.append(route)
+
+    def fault_started(
+        self, kind: str, side: Side, cause: str, **detail: Any
+    ) -> ActiveFault:
+        self._numbers += 1
+        fault = ActiveFault(self._numbers, kind, side, cause, self._clock_ms())
+        self._faults[fault.number] = fault
+        self._observer(side).record(
+            EventType.FAULT_START,
+            initiator=Initiator.NETWORK,
+            cause=cause,
+            fault=kind,
+            fault_id=fault.number,
+            target=str(side),
+            **detail,
+        )
+        logger.info("fault %d (%s, %s) on the %s", fault.number, kind, cause, side)
+        return fault
+
+    def fault_ended(
+        self, fault: ActiveFault, reason: str | None = None, **detail: Any
+    ) -> None:
+        if self._faults.pop(fault.number, None) is None:
+            return
+        if fault.timer is not None:
+            fault.timer.cancel()
+        extra: dict[str, Any] = {} if reason is None else {"ended_by": reason}
+        if fault.filter is not None:
+            filters = self.sides[fault.side].filters
+            if fault.filter in filters:
+                filters.remove(fault.filter)
+            extra.update(
+                (key, value)
+                for key, value in vars(fault.filter).items()
+                if key in ("dropped", "delayed", "largest_dropped")
+            )
+        self._observer(fault.side).record(
+            EventType.FAULT_END,
+            initiator=Initiator.NETWORK,
+            cause=fault.cause,
+            fault=fault.kind,
+            fault_id=fault.number,
+            target=str(fault.side),
+            duration_ms=round(self._clock_ms() - fault.started_ms, 1),
+            **extra,
+            **detail,
+        )
+
+    # -- the NAT's own events -------------------------------------------------
+    def _observer(self, side: Side) -> PeerObserver:
+        return self._observers.get(side) or self._observers[self._local_side]
+
+    def _nat_event(self, what: str, mapping: NatMapping) -> None:
+        config = self.nat_config
+        assert config is not None
+        if what == "timeout":
+            fault = self.fault_started(
+                "nat_timeout",
+                config.side,
+                "nat_timeout",
+                mappings=[mapping.label],
+                udp_timeout_ms=round(config.udp_timeout * 1000, 1),
+            )
+            fault.waits_for_mapping = True
+        elif what == "mapping":
+            for fault in list(self._faults.values()):
+                if fault.waits_for_mapping:
+                    self.fault_ended(fault, new_mapping=mapping.label)
