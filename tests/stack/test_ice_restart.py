@@ -86,9 +86,12 @@ async def test_restart_from_either_side_gives_a_new_generation_and_keeps_media(
 
 
 async def test_reoffer_keeps_payload_type_and_extension_ids() -> None:
-    caller, _, callee, _ = await connected_pair()
+    caller, _ = make_peer("127.0.0.1", 11)
+    callee, _ = make_peer("127.0.0.2", 12)
     try:
-        initial = caller._describe("offer", setup="auto")
+        initial = await caller.create_offer()
+        await caller.accept_answer(await callee.accept_offer(initial))
+        await asyncio.gather(caller.wait_connected(10), callee.wait_connected(10))
         restart = await caller.create_offer(ice_restart=True)
 
         def media_lines(sdp: str) -> list[str]:
