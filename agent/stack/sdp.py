@@ -24,12 +24,12 @@ from aiortc import (
     RTCDtlsParameters,
     RTCIceCandidate,
     RTCIceParameters,
+    RTCRtpCodecParameters,
+    RTCRtpHeaderExtensionParameters,
     sdp,
 )
 from aiortc.rtcrtpparameters import (
-    RTCRtpCodecParameters,
     RTCRtpDecodingParameters,
-    RTCRtpHeaderExtensionParameters,
     RTCRtpReceiveParameters,
 )
 
