@@ -314,8 +314,8 @@ class Negotiator:
 
     def answer(self, transport: LocalTransport, source: LocalSource) -> str:
         """Our answer to the applied remote offer (stable again after it)."""
-        assert self.negotiated is not None
         self.handle(SignalingEvent.SEND_ANSWER)
+        assert self.negotiated is not None  # apply_offer set it
         self.established = True
         return self._describe(
             "answer", self.negotiated.dtls_role, transport, source, self._offer_order
