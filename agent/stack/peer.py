@@ -36,7 +36,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from aiortc import RTCCertificate, RTCIceParameters, sdp
+from aiortc import RTCCertificate, RTCIceParameters, RTCIceTransport, sdp
 
 from agent.errors import CallError, SignalingError
 from agent.stack.certs import (
@@ -155,7 +155,7 @@ class Peer:
         return self.ice_generations.restart_idle
 
     @property
-    def ice(self) -> Any:  # RTCIceTransport (untyped in aiortc)
+    def ice(self) -> RTCIceTransport:
         return self.ice_generations.active.transport
 
     @property

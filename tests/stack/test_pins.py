@@ -7,6 +7,7 @@ from pathlib import Path
 
 from agent.stack.pins import (
     PINS,
+    STACK_DIR,
     check_pins,
     library_uses,
     stale_pins,
@@ -70,3 +71,12 @@ def test_the_scan_catches_each_kind_of_unpinned_use(tmp_path: Path) -> None:
         "parameters_from_sdp": "from module aiortc.sdp",
         "_early_checks": "private attribute of a library object",
     }
+
+
+def test_no_stack_module_is_over_500_lines() -> None:
+    # STYLE.md: one concern per module, ~150-500 lines; a module that grows past
+    # that is doing two things.
+    sizes = {
+        path.name: len(path.read_text().splitlines()) for path in STACK_DIR.glob("*.py")
+    }
+    assert {name: n for name, n in sizes.items() if n > 500} == {}
