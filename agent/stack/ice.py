@@ -16,7 +16,8 @@ selected pair (``selected_pair_changes``).
 * ``check_complete`` reports a change of the nominated pair.
 * every socket's traffic passes through the side's network (:class:`SideNet`):
   impairment filters (drop, delay) and a route (a rebind, an address change, a
-  NAT) that ``agent/net`` installs; a :class:`SocketTap` is one socket's face.
+  NAT) that ``agent/net`` installs; a :class:`SocketTap` is one socket's face
+  (both in :mod:`agent.stack.icenet`, re-exported here).
 * the selected pair *follows* the far end to a new address inside one
   generation, as libwebrtc does: a controlling agent nominates a pair that a
   triggered check validated (aioice's aggressive nomination, RFC 8445 §7.3.1.4),
@@ -24,9 +25,11 @@ selected pair (``selected_pair_changes``).
   selected one has stopped receiving (libwebrtc's controlled-side rule), or on
   USE-CANDIDATE (RFC 8445 §7.3.1.5).
 * ``query_consent`` is replaced by RFC 7675 consent freshness with a configurable
-  interval that *reports* expiry (aioice silently closes the connection after
-  ~30 s, which aiortc then shows as ``closed``, not ``failed``), and every
-  datagram received stamps ``last_received`` for ``disconnected`` detection.
+  interval and expiry that *reports* expiry (aioice silently closes the
+  connection after ~30 s, which aiortc then shows as ``closed``, not
+  ``failed``); its timing rules are :class:`agent.stack.liveness.ConsentFreshness`.
+  Every datagram received stamps ``last_received`` for ``disconnected``
+  detection.
 
 ICE restarts (RFC 8445 §9) are generations: each generation is a fresh
 :class:`AgentIceConnection` — new ufrag/pwd, new sockets, its own checks and
