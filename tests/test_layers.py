@@ -3,7 +3,9 @@
 The order is the README's (bottom to top). A layer may import itself and any
 layer below it; ``agent.errors`` is the floor everyone may use. Imports inside
 functions and under ``TYPE_CHECKING`` count too: a layer that needs a type from
-above it is a layer in the wrong place.
+above it is a layer in the wrong place. A ``TYPE_CHECKING`` import does not
+make a cycle, though: it never runs, and a facade's parts may name the facade
+they serve (``stack.peer_ice`` names ``stack.peer.Peer``).
 """
 
 from __future__ import annotations
@@ -37,13 +39,26 @@ def module_name(path: Path) -> str:
     return ".".join(parts)
 
 
-def imports_of(path: Path) -> Iterator[tuple[int, str]]:
-    """``(line, module)`` for every ``agent.*`` module this file imports."""
+def typing_only_nodes(tree: ast.AST) -> set[int]:
+    """ids of the nodes under ``if TYPE_CHECKING:``."""
+    nodes: set[int] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            for child in node.body:
+                nodes.update(id(n) for n in ast.walk(child))
+    return nodes
+
+
+def imports_of(path: Path, *, typing_only: bool = True) -> Iterator[tuple[int, str]]:
+    """``(line, module)`` for every module this file imports."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    skip = set() if typing_only else typing_only_nodes(tree)
     package = module_name(path)
     if path.name != "__init__.py":
         package = package.rpartition(".")[0]
     for node in ast.walk(tree):
+        if id(node) in skip:
+            continue
         if isinstance(node, ast.Import):
             for alias in node.names:
                 yield node.lineno, alias.name
@@ -54,8 +69,8 @@ def imports_of(path: Path) -> Iterator[tuple[int, str]]:
                 target = ".".join([*base, node.module] if node.module else base)
             else:
                 target = node.module or ""
-            yield node.lineno, target
-            # ``from agent.x import y`` may name a submodule ``y``.
+            # ``from agent.x import y``: ``y`` is a submodule or a name in
+            # ``agent.x``; ``resolve`` cuts a name off, keeps a submodule.
             for alias in node.names:
                 yield node.lineno, f"{target}.{alias.name}"
 
@@ -80,13 +95,13 @@ def layer_of(module: str) -> int:
     return LAYERS.index(parts[1])
 
 
-def import_graph() -> dict[str, set[tuple[int, str]]]:
+def import_graph(*, typing_only: bool = True) -> dict[str, set[tuple[int, str]]]:
     modules = known_modules()
     graph: dict[str, set[tuple[int, str]]] = {}
     for path in sorted(AGENT.rglob("*.py")):
         source = module_name(path)
         edges = graph.setdefault(source, set())
-        for line, name in imports_of(path):
+        for line, name in imports_of(path, typing_only=typing_only):
             if not (name == "agent" or name.startswith("agent.")):
                 continue
             target = resolve(name, modules)
@@ -139,7 +154,7 @@ def find_cycle(graph: dict[str, set[tuple[int, str]]]) -> list[str] | None:
 
 
 def test_no_import_cycles() -> None:
-    cycle = find_cycle(import_graph())
+    cycle = find_cycle(import_graph(typing_only=False))
     assert cycle is None, "import cycle: " + " -> ".join(cycle or [])
 
 

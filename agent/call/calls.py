@@ -31,6 +31,7 @@ from agent.observe.correlate import AGENT_STALL, build_timeline
 from agent.observe.model import EventType, Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
 from agent.report.writer import iso_timestamp
+from agent.stack.certs import certificate_info as stack_certificate_info
 from agent.stack.ice import SelectedPair, SideNet
 from agent.stack.peer import Peer, PeerConfig
 
@@ -423,13 +424,12 @@ class Call:
 
 
 def certificate_info(peer: Peer) -> dict[str, Any]:
-    cert = peer.certificate
-    fingerprint = next(
-        (f.value for f in cert.getFingerprints() if f.algorithm == "sha-256"), None
-    )
+    """The certificate in use, as the report shows it (the stack's description,
+    with the report's timestamp format)."""
+    info = stack_certificate_info(peer.certificate, timestamp=iso_timestamp)
     return {
-        "fingerprint_sha256": fingerprint,
-        "not_after": iso_timestamp(cert.expires),
+        "fingerprint_sha256": info["fingerprint_sha256"],
+        "not_after": info["not_after"],
     }
 
 

@@ -26,30 +26,34 @@ A close_notify on the current association with nothing to replace it ends the
 transport after :data:`REVIVE_WINDOW_S` unless a new ClientHello arrives
 meanwhile (a far end that closes and handshakes again, as RFC 8842 §5 allows).
 
-Only aiortc's certificate helper and SRTP profile table are borrowed; private
-names are pinned in :mod:`agent.stack.pins`.
+One association's handshake runs in :mod:`agent.stack.association`; the
+rehandshake span (announced, handshaking, ended) is the state machine of
+:mod:`agent.stack.rehandshake`; records are read by :mod:`agent.stack.dtlsrecord`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import datetime
 import enum
 import logging
-from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import pylibsrtp
 from aiortc import RTCCertificate, RTCDtlsFingerprint
-from aiortc.rtcdtlstransport import SRTP_PROFILES, certificate_digest
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
 from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from OpenSSL import SSL
+
+from agent.stack.association import (
+    AssociationRunner,
+    DtlsAssociation,
+    DtlsError,
+    flush,
+    pack_datagrams,
+)
+from agent.stack.certs import make_certificate, sha256_fingerprint
+from agent.stack.dtlsrecord import client_hello_random, split_records
+from agent.stack.rehandshake import RehandshakeEvent, RehandshakeMachine
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +65,6 @@ REVIVE_WINDOW_S = 1.0
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Largest datagram we send; DTLS records are packed up to it, never split.
 DEFAULT_MTU = 1200
-_RECORD_HEADER = 13
 
 
 class DtlsState(enum.StrEnum):
@@ -70,85 +73,6 @@ class DtlsState(enum.StrEnum):
     CONNECTED = "connected"
     CLOSED = "closed"
     FAILED = "failed"
-
-
-class DtlsError(Exception):
-    """A DTLS association could not be set up (one sentence)."""
-
-
-def make_certificate(
-    lifetime_s: float = 30 * 86400.0, *, not_before: datetime.datetime | None = None
-) -> RTCCertificate:
-    """A self-signed ECDSA P-256 certificate valid for ``lifetime_s`` from now.
-
-    WebRTC certificates are self-signed and authenticated by the fingerprint in
-    SDP (RFC 8827 §6.5); a short lifetime lets a scenario make one expire
-    mid-call.
-    """
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = not_before or datetime.datetime.now(datetime.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "callagent")])
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(seconds=60))
-        .not_valid_after(now + datetime.timedelta(seconds=lifetime_s))
-        .sign(key, hashes.SHA256())
-    )
-    return RTCCertificate(key=key, cert=cert)
-
-
-def sha256_fingerprint(certificate: RTCCertificate) -> str:
-    return next(
-        f.value for f in certificate.getFingerprints() if f.algorithm == "sha-256"
-    )
-
-
-def split_records(data: bytes) -> Iterator[bytes]:
-    """Whole DTLS records of a buffer (RFC 6347 §4.1 header: length at 11..13)."""
-    offset = 0
-    while offset + _RECORD_HEADER <= len(data):
-        length = int.from_bytes(data[offset + 11 : offset + 13], "big")
-        end = offset + _RECORD_HEADER + length
-        if end > len(data):
-            return
-        yield data[offset:end]
-        offset = end
-
-
-def pack_datagrams(data: bytes, mtu: int) -> list[bytes]:
-    """Pack whole records into datagrams of at most ``mtu`` bytes (one record
-    larger than the MTU still goes alone: the path decides its fate)."""
-    datagrams: list[bytes] = []
-    current = b""
-    for record in split_records(data):
-        if current and len(current) + len(record) > mtu:
-            datagrams.append(current)
-            current = b""
-        current += record
-    if current:
-        datagrams.append(current)
-    return datagrams
-
-
-def client_hello_random(datagram: bytes) -> bytes | None:
-    """The 32-byte random of a plaintext ClientHello's first fragment, else None.
-
-    Record header 13 bytes (type 22 = handshake, epoch at 3..5), then the
-    handshake header (type 1 = client_hello, fragment offset at 6..9 of it),
-    then client_version (2 bytes) and the random.
-    """
-    if len(datagram) < _RECORD_HEADER + 12 + 2 + 32 or datagram[0] != 22:
-        return None
-    if datagram[3:5] != b"\x00\x00" or datagram[13] != 1:
-        return None
-    if datagram[13 + 6 : 13 + 9] != b"\x00\x00\x00":
-        return None
-    start = _RECORD_HEADER + 12 + 2
-    return datagram[start : start + 32]
 
 
 class Link(Protocol):
@@ -172,42 +96,6 @@ class DtlsListener(Protocol):
     def on_dtls_rehandshake_ended(
         self, outcome: str, detail: dict[str, Any]
     ) -> None: ...
-
-
-@dataclass(eq=False)
-class DtlsAssociation:
-    """One DTLS handshake and the SRTP keys it exported."""
-
-    number: int
-    role: str  # "client" or "server"
-    certificate: RTCCertificate
-    remote_fingerprints: list[RTCDtlsFingerprint]
-    inbox: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
-    randoms: set[bytes] = field(default_factory=set)
-    tx: pylibsrtp.Session | None = None
-    rx: pylibsrtp.Session | None = None
-    version: str | None = None
-    cipher: str | None = None
-    srtp_profile: str | None = None
-    established: asyncio.Event = field(default_factory=asyncio.Event)
-    #: set once this association's setup is over, whatever the outcome
-    settled: asyncio.Event = field(default_factory=asyncio.Event)
-    #: its state was dropped (a failed-over far end): no media under its keys
-    lost: bool = False
-    error: str | None = None
-    closed_by_remote: bool = False
-    ssl: SSL.Connection | None = None
-    task: asyncio.Task[None] | None = None
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "association": self.number,
-            "role": self.role,
-            "version": self.version,
-            "cipher": self.cipher,
-            "srtp_profile": self.srtp_profile,
-            "local_fingerprint": sha256_fingerprint(self.certificate),
-        }
 
 
 class SrtpTransport:
@@ -241,7 +129,8 @@ class SrtpTransport:
         self._sink: RtpSink | None = None
         self._pump: asyncio.Task[None] | None = None
         self._revive: asyncio.TimerHandle | None = None
-        self._rehandshake_open = False
+        #: the rehandshake span (see :mod:`agent.stack.rehandshake`)
+        self.rehandshake = RehandshakeMachine()
         self._tasks: set[asyncio.Task[None]] = set()
         self.srtp_errors = 0
         self.stray_dtls = 0
@@ -282,8 +171,11 @@ class SrtpTransport:
             remote_fingerprints=list(self.remote_fingerprints),
         )
         self.associations.append(association)
+        runner = AssociationRunner(
+            association, self._link._send, self.mtu, self._on_remote_close
+        )
         association.task = asyncio.create_task(
-            self._association(association),
+            runner.run(),
             name=f"{self.name}-assoc{association.number}",
         )
         return association
@@ -311,12 +203,13 @@ class SrtpTransport:
     ) -> None:
         """Announce a rehandshake (the observer opens its span); the new
         association follows with :meth:`start_association`, or the attempt ends
-        with :meth:`abort_rehandshake` (e.g. the re-offer was refused)."""
-        self._rehandshake_open = True
-        self._listener.on_dtls_rehandshake_started(initiator, trigger, cause)
+        with :meth:`abort_rehandshake` (e.g. the re-offer was refused). While
+        one is already announced, a second announcement joins it."""
+        if self.rehandshake.handle(RehandshakeEvent.BEGIN).opened:
+            self._listener.on_dtls_rehandshake_started(initiator, trigger, cause)
 
     def abort_rehandshake(self, why: str) -> None:
-        self._end_rehandshake("failed", {"error": why})
+        self._end_rehandshake(RehandshakeEvent.FAIL, "failed", {"error": why})
         if self.current is not None and self.current.closed_by_remote:
             # The far end already dropped the old association: nothing left.
             self._set_state(DtlsState.FAILED)
@@ -325,13 +218,15 @@ class SrtpTransport:
         self, role: str, remote_fingerprints: list[RTCDtlsFingerprint] | None = None
     ) -> DtlsAssociation | None:
         """Set up a new association on the live call in ``role`` (client: send
-        a ClientHello now; server: wait for the far end's). None if one is
-        already being set up or the transport is not connected."""
+        a ClientHello now; server: wait for the far end's) for the announced
+        rehandshake. None if one is already being set up or the transport is
+        not connected."""
         if self.pending is not None or self.state is not DtlsState.CONNECTED:
             return None
         if remote_fingerprints is not None:
             self.remote_fingerprints = list(remote_fingerprints)
         association = self._new_association(role)
+        self.rehandshake.handle(RehandshakeEvent.ASSOCIATE, association.number)
         self.pending = association
         task = asyncio.create_task(self._finish_rehandshake(association))
         self._tasks.add(task)
@@ -354,17 +249,26 @@ class SrtpTransport:
         detail: dict[str, Any] = {"before": before, "after": association.describe()}
         if association.error is not None:
             detail["error"] = association.error
-            self._end_rehandshake("failed", detail)
+            self._end_rehandshake(
+                RehandshakeEvent.FAIL, "failed", detail, association.number
+            )
             if self.current is not None and self.current.closed_by_remote:
                 # The far end dropped the old association and the new one failed.
                 self._set_state(DtlsState.FAILED)
             return
         self._promote(association)
-        self._end_rehandshake("completed", detail)
+        self._end_rehandshake(
+            RehandshakeEvent.COMPLETE, "completed", detail, association.number
+        )
 
-    def _end_rehandshake(self, outcome: str, detail: dict[str, Any]) -> None:
-        if self._rehandshake_open:
-            self._rehandshake_open = False
+    def _end_rehandshake(
+        self,
+        event: RehandshakeEvent,
+        outcome: str,
+        detail: dict[str, Any],
+        association: int | None = None,
+    ) -> None:
+        if self.rehandshake.handle(event, association).closed:
             self._listener.on_dtls_rehandshake_ended(outcome, detail)
 
     def _promote(self, association: DtlsAssociation) -> None:
@@ -381,166 +285,13 @@ class SrtpTransport:
             if previous.task is not None:
                 previous.task.cancel()
 
-    # -- one association ----------------------------------------------------
-    async def _association(self, association: DtlsAssociation) -> None:
-        context = association.certificate._create_ssl_context(
-            srtp_profiles=SRTP_PROFILES
-        )
-        # Check the far end's certificate against the signalled fingerprint
-        # *during* the handshake, so a mismatch aborts it with a fatal alert
-        # that the far end sees too (not a silent switch to keys only one
-        # side accepted).
-        context.set_verify(
-            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-            lambda _c, cert, _e, depth, _ok: self._verify(association, cert, depth),
-        )
-        # Our MTU, not OpenSSL's guess: handshake messages are fragmented to
-        # fit it (RFC 6347 §4.2.3), which is what gets a certificate flight
-        # through a path that drops large datagrams.
-        context.set_options(SSL.OP_NO_QUERY_MTU)
-        ssl = SSL.Connection(context)
-        ssl.set_ciphertext_mtu(self.mtu)
-        association.ssl = ssl
-        if association.role == "server":
-            ssl.set_accept_state()
-        else:
-            ssl.set_connect_state()
-        try:
-            await self._handshake(association, ssl)
-            self._derive_keys(association, ssl)
-            association.established.set()
-            await self._after_handshake(association, ssl)
-        except DtlsError as exc:
-            association.error = str(exc)
-        except ConnectionError as exc:
-            association.error = f"link closed during the handshake: {exc}"
-
-    async def _handshake(
-        self, association: DtlsAssociation, ssl: SSL.Connection
-    ) -> None:
-        while True:
-            try:
-                ssl.do_handshake()
-                break
-            except SSL.WantReadError:
-                await self._flush(ssl)
-                await self._next_record(association, ssl)
-            except SSL.Error as exc:
-                await self._flush(ssl)  # our fatal alert, if OpenSSL made one
-                raise DtlsError(
-                    association.error or f"DTLS handshake failed: {exc}"
-                ) from exc
-        await self._flush(ssl)
-        self._check_fingerprint(association, ssl)
-
-    async def _next_record(
-        self, association: DtlsAssociation, ssl: SSL.Connection
-    ) -> None:
-        """One inbound record into OpenSSL, or a retransmission on its timer."""
-        timeout = ssl.DTLSv1_get_timeout()
-        try:
-            if timeout is None:
-                data = await association.inbox.get()
-            else:
-                data = await asyncio.wait_for(association.inbox.get(), timeout)
-        except TimeoutError:
-            ssl.DTLSv1_handle_timeout()
-            await self._flush(ssl)
-            return
-        ssl.bio_write(data)
-
-    def _verify(self, association: DtlsAssociation, cert: Any, depth: int) -> bool:
-        if depth > 0:
-            return True
-        try:
-            self._match_fingerprint(association, cert.to_cryptography())
-        except DtlsError as exc:
-            association.error = str(exc)
-            return False
-        return True
-
-    def _check_fingerprint(
-        self, association: DtlsAssociation, ssl: SSL.Connection
-    ) -> None:
-        certificate = ssl.get_peer_certificate(as_cryptography=True)
-        if certificate is None:
-            raise DtlsError("the far end sent no certificate")
-        self._match_fingerprint(association, certificate)
-
-    def _match_fingerprint(
-        self, association: DtlsAssociation, certificate: x509.Certificate
-    ) -> None:
-        supported = [
-            f
-            for f in association.remote_fingerprints
-            if f.algorithm.lower() in ("sha-256", "sha-384", "sha-512")
-        ]
-        if not supported:
-            raise DtlsError("no usable remote fingerprint was signalled")
-        for fingerprint in supported:
-            if fingerprint.value.upper() != certificate_digest(
-                certificate, fingerprint.algorithm.lower()
-            ):
-                raise DtlsError(
-                    "the far end's certificate does not match the signalled "
-                    f"{fingerprint.algorithm} fingerprint"
-                )
-
-    def _derive_keys(self, association: DtlsAssociation, ssl: SSL.Connection) -> None:
-        selected = ssl.get_selected_srtp_profile()
-        profile = next(
-            (p for p in SRTP_PROFILES if p.openssl_profile == selected), None
-        )
-        if profile is None:
-            raise DtlsError("no SRTP protection profile was negotiated (RFC 5764)")
-        material = ssl.export_keying_material(
-            b"EXTRACTOR-dtls_srtp", 2 * (profile.key_length + profile.salt_length)
-        )
-        client = profile.get_key_and_salt(material, 0)
-        server = profile.get_key_and_salt(material, 1)
-        tx_key, rx_key = (
-            (server, client) if association.role == "server" else (client, server)
-        )
-        association.tx = _srtp_session(tx_key, profile.libsrtp_profile, outbound=True)
-        association.rx = _srtp_session(rx_key, profile.libsrtp_profile, outbound=False)
-        association.version = ssl.get_protocol_version_name()
-        association.cipher = ssl.get_cipher_name()
-        association.srtp_profile = selected.decode()
-
-    async def _after_handshake(
-        self, association: DtlsAssociation, ssl: SSL.Connection
-    ) -> None:
-        """Answer retransmitted flights; notice the far end's close_notify."""
-        while True:
-            await self._next_record(association, ssl)
-            try:
-                ssl.recv(1500)
-            except SSL.ZeroReturnError:
-                association.closed_by_remote = True
-                await self._flush(ssl)
-                self._on_remote_close(association)
-                return
-            except SSL.Error:
-                pass
-            await self._flush(ssl)
-
     async def _flush(self, ssl: SSL.Connection) -> None:
-        chunks = []
-        while True:
-            try:
-                chunk = ssl.bio_read(65536)
-            except SSL.Error:
-                break
-            if not chunk:
-                break
-            chunks.append(chunk)
-        for datagram in pack_datagrams(b"".join(chunks), self.mtu):
-            await self._link._send(datagram)
+        await flush(ssl, self._link._send, self.mtu)
 
     def _on_remote_close(self, association: DtlsAssociation) -> None:
         if association is not self.current or self.pending is not None:
             return
-        if self._rehandshake_open:
+        if not self.rehandshake.idle:
             # We asked for a new association (a re-offer with a new
             # fingerprint): the far end dropping the old one is expected, and
             # the rehandshake's outcome decides what becomes of the call.
@@ -583,7 +334,8 @@ class SrtpTransport:
                 pending.inbox.put_nowait(data)
                 return
             if pending is None and self.state is DtlsState.CONNECTED:
-                # The far end started a new association on a live call.
+                # The far end started a new association on a live call (or
+                # answered the re-offer of a rehandshake we announced).
                 self.begin_rehandshake("remote", "client_hello", None)
                 association = self.start_association("server")
                 if association is not None:
@@ -675,23 +427,10 @@ class SrtpTransport:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._end_rehandshake("incomplete", {"error": "call ended"})
+        self._end_rehandshake(
+            RehandshakeEvent.STOP, "incomplete", {"error": "call ended"}
+        )
         self._set_state(DtlsState.CLOSED)
-
-
-def _srtp_session(key: bytes, profile: int, *, outbound: bool) -> pylibsrtp.Session:
-    policy = pylibsrtp.Policy(
-        key=key,
-        ssrc_type=(
-            pylibsrtp.Policy.SSRC_ANY_OUTBOUND
-            if outbound
-            else pylibsrtp.Policy.SSRC_ANY_INBOUND
-        ),
-        srtp_profile=profile,
-    )
-    policy.allow_repeat_tx = True
-    policy.window_size = 1024
-    return pylibsrtp.Session(policy)
 
 
 __all__ = [

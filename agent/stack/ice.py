@@ -16,7 +16,8 @@ selected pair (``selected_pair_changes``).
 * ``check_complete`` reports a change of the nominated pair.
 * every socket's traffic passes through the side's network (:class:`SideNet`):
   impairment filters (drop, delay) and a route (a rebind, an address change, a
-  NAT) that ``agent/net`` installs; a :class:`SocketTap` is one socket's face.
+  NAT) that ``agent/net`` installs; a :class:`SocketTap` is one socket's face
+  (both in :mod:`agent.stack.icenet`, re-exported here).
 * the selected pair *follows* the far end to a new address inside one
   generation, as libwebrtc does: a controlling agent nominates a pair that a
   triggered check validated (aioice's aggressive nomination, RFC 8445 §7.3.1.4),
@@ -24,9 +25,11 @@ selected pair (``selected_pair_changes``).
   selected one has stopped receiving (libwebrtc's controlled-side rule), or on
   USE-CANDIDATE (RFC 8445 §7.3.1.5).
 * ``query_consent`` is replaced by RFC 7675 consent freshness with a configurable
-  interval that *reports* expiry (aioice silently closes the connection after
-  ~30 s, which aiortc then shows as ``closed``, not ``failed``), and every
-  datagram received stamps ``last_received`` for ``disconnected`` detection.
+  interval and expiry that *reports* expiry (aioice silently closes the
+  connection after ~30 s, which aiortc then shows as ``closed``, not
+  ``failed``); its timing rules are :class:`agent.stack.liveness.ConsentFreshness`.
+  Every datagram received stamps ``last_received`` for ``disconnected``
+  detection.
 
 ICE restarts (RFC 8445 §9) are generations: each generation is a fresh
 :class:`AgentIceConnection` — new ufrag/pwd, new sockets, its own checks and
@@ -44,24 +47,30 @@ a test, so an upgrade fails loudly in one place.
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import aioice
 from aioice import stun
 from aioice.ice import CandidatePair, server_reflexive_candidate
 from aiortc import RTCIceGatherer
 
+from agent.stack.config import CONSENT_EXPIRY_S, CONSENT_INTERVAL_S
+from agent.stack.icenet import (
+    Address,
+    DatagramFilter,
+    Delay,
+    SideNet,
+    SocketRoute,
+    SocketTap,
+    WireDirection,
+)
+from agent.stack.liveness import ConsentFreshness
+
 logger = logging.getLogger(__name__)
-
-
-class WireDirection(enum.StrEnum):
-    INBOUND = "in"
-    OUTBOUND = "out"
 
 
 @dataclass(frozen=True)
@@ -89,77 +98,8 @@ class SelectedPair:
 
 
 WireTap = Callable[[WireDirection, bytes], None]
-Address = tuple[str, int]
-
-
-@dataclass(frozen=True)
-class Delay:
-    """A filter's verdict: the datagram passes, this many seconds late."""
-
-    seconds: float
-
-
-class DatagramFilter(Protocol):
-    """An impairment on this agent's own sockets (``agent/net`` builds them).
-
-    ``admit`` sees every datagram — STUN included — in each direction, with the
-    far end's address, and says whether it passes: ``True``, ``False`` (dropped)
-    or a :class:`Delay`. Filters compose in order; delays add up.
-    """
-
-    def admit(
-        self, direction: WireDirection, data: bytes, addr: Address
-    ) -> bool | Delay: ...
-
-
-class SocketRoute(Protocol):
-    """Where a side's datagrams really leave from and arrive at.
-
-    Without a route a socket sends from, and receives on, its own address. A
-    route (``agent/net``: a rebind, an address change, a path change, a NAT)
-    takes over: :meth:`send` puts an outbound datagram on the wire its own way
-    and hands what comes back to :meth:`SocketTap.deliver`; :meth:`direct_inbound`
-    says whether datagrams reaching the socket's own address still count (a dead
-    old port or an unreachable private address says no).
-    """
-
-    def send(self, tap: SocketTap, data: bytes, addr: Address) -> None: ...
-
-    def direct_inbound(self, tap: SocketTap) -> bool: ...
-
-
-class SideNet:
-    """One side's network, shared by every ICE generation of that side.
-
-    A fault applies to a *side*, not to one generation: a blackhole or a NAT
-    must also catch the sockets an ICE restart opens. :class:`AgentIceConnection`
-    registers each socket here (:attr:`taps`) and consults :attr:`filters` and
-    :attr:`route` on every datagram, so changes apply at once to live sockets.
-    ``stun_server`` is where a host learns its server-reflexive address (the NAT
-    lab's responder).
-    """
-
-    def __init__(self) -> None:
-        self.filters: list[DatagramFilter] = []
-        self.route: SocketRoute | None = None
-        self.stun_server: Address | None = None
-        self.taps: list[SocketTap] = []
-
-    def live_taps(self) -> list[SocketTap]:
-        self.taps = [t for t in self.taps if not t.closed]
-        return list(self.taps)
-
-    def tap_at(self, local: Address) -> SocketTap | None:
-        """The live socket bound to ``local``, if any."""
-        return next((t for t in self.live_taps() if t.local == local), None)
-
-
 PairListener = Callable[[SelectedPair], None]
 
-#: RFC 7675 §5.1: consent expires 30 s after the last authenticated response.
-CONSENT_EXPIRY_S = 30.0
-#: RFC 7675 §5.1: checks every 5 s on average, randomised 0.8..1.2.
-CONSENT_INTERVAL_S = 5.0
 #: libwebrtc's WEAK_CONNECTION_RECEIVE_TIMEOUT: a pair that received nothing
 #: this long is no longer "receiving", and a controlled agent may leave it.
 RECEIVING_TIMEOUT_S = 2.5
@@ -203,7 +143,8 @@ class AgentIceConnection(aioice.Connection):
         self.last_received: float | None = None
         #: set once consent has expired (RFC 7675 §5.1)
         self.consent_expired = asyncio.Event()
-        self.consent_failures = 0
+        #: the consent clock of the running ``query_consent`` (None before it)
+        self.consent: ConsentFreshness | None = None
         #: impairments on this generation's sockets only, applied before the
         #: side's (``net.filters``)
         self.filters: list[DatagramFilter] = []
@@ -271,7 +212,7 @@ class AgentIceConnection(aioice.Connection):
             if tap not in net.taps:
                 net.taps.append(tap)
 
-    def _verdict(
+    def verdict(
         self, direction: WireDirection, data: bytes, addr: Address
     ) -> float | None:
         """Seconds of delay for this datagram, or None when it is dropped."""
@@ -304,7 +245,7 @@ class AgentIceConnection(aioice.Connection):
         protocol.transport.sendto = sendto
 
     # -- following the far end to a new address (same generation) ---------
-    def _received(self, protocol: Any, addr: Address, data: bytes) -> None:
+    def note_received(self, protocol: Any, addr: Address, data: bytes) -> None:
         now = asyncio.get_running_loop().time()
         self._received_on[(protocol.id, addr)] = now
         if not self.ice_controlling and data and data[0] > 3:
@@ -360,15 +301,21 @@ class AgentIceConnection(aioice.Connection):
 
     # -- consent freshness (RFC 7675) ------------------------------------
     async def query_consent(self) -> None:
-        """Consent checks on the selected pair; expiry is reported, not a close."""
+        """Consent checks on the selected pair; expiry is reported, not a close.
+
+        The timing rules are :class:`ConsentFreshness`'s; this loop only sends
+        the checks and reads the clock."""
         assert self.remote_password is not None
         loop = asyncio.get_running_loop()
-        last_ok = loop.time()
+        consent = ConsentFreshness(
+            interval_s=self.consent_interval_s,
+            expiry_s=self.consent_expiry_s,
+            rng=self._rng,
+            started_at=loop.time(),
+        )
+        self.consent = consent
         while True:
-            # RFC 7675 §5.1: randomise the interval to 0.8..1.2 of its value.
-            await asyncio.sleep(
-                self.consent_interval_s * (0.8 + 0.4 * self._rng.random())
-            )
+            await asyncio.sleep(consent.next_check_in())
             for pair in list(self._nominated.values()):
                 request = self.build_request(pair, nominate=False)
                 try:
@@ -379,14 +326,18 @@ class AgentIceConnection(aioice.Connection):
                         retransmissions=0,
                     )
                 except stun.TransactionError:
-                    self.consent_failures += 1
+                    consent.unanswered()
                 else:
-                    last_ok = loop.time()
+                    consent.answered(loop.time())
                     self._stamp()
-            if loop.time() - last_ok >= self.consent_expiry_s:
+            if consent.expired(loop.time()):
                 logger.info("%s: consent expired", self)
                 self.consent_expired.set()
                 return
+
+    @property
+    def consent_failures(self) -> int:
+        return 0 if self.consent is None else self.consent.failures
 
     # -- selected pair ---------------------------------------------------
     def check_complete(self, pair: CandidatePair) -> None:
@@ -414,66 +365,6 @@ class AgentIceConnection(aioice.Connection):
     def selected_pair(self) -> SelectedPair | None:
         pair = self._nominated.get(1)
         return None if pair is None else _describe_pair(pair)
-
-
-class SocketTap:
-    """One ICE socket as ``agent/net`` sees it: its own address, its raw send,
-    and the way into the ICE agent for what arrives (after the side's filters).
-    """
-
-    def __init__(self, connection: AgentIceConnection, protocol: Any) -> None:
-        self.connection = connection
-        self._protocol = protocol
-        self._receive = protocol.datagram_received
-        self._transport = protocol.transport
-        self._send = protocol.transport.sendto
-        sockname = protocol.transport.get_extra_info("sockname")
-        #: the address the socket is bound to (the host candidate)
-        self.local: Address = (sockname[0], sockname[1])
-
-    @property
-    def closed(self) -> bool:
-        return bool(self._transport.is_closing())
-
-    def send_direct(self, data: bytes, addr: Address) -> None:
-        """Send from the socket's own address, past every impairment."""
-        if not self.closed:
-            self._send(data, addr)
-
-    def outbound(self, data: bytes, addr: Address) -> None:
-        delay = self.connection._verdict(WireDirection.OUTBOUND, data, addr)
-        if delay is None:
-            return
-        if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._route_out, data, addr)
-        else:
-            self._route_out(data, addr)
-
-    def _route_out(self, data: bytes, addr: Address) -> None:
-        route = self.connection.net.route
-        if route is None:
-            self.send_direct(data, addr)
-        elif not self.closed:
-            route.send(self, data, addr)
-
-    def deliver(self, data: bytes, addr: Address) -> None:
-        """A datagram from ``addr`` reached this host: impair it, then hand it
-        to the ICE agent."""
-        if self.closed:
-            return
-        delay = self.connection._verdict(WireDirection.INBOUND, data, addr)
-        if delay is None:
-            return
-        if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._hand_in, data, addr)
-        else:
-            self._hand_in(data, addr)
-
-    def _hand_in(self, data: bytes, addr: Address) -> None:
-        if self.closed:
-            return
-        self.connection._received(self._protocol, addr, data)
-        self._receive(data, addr)
 
 
 class IceMux:
@@ -555,6 +446,7 @@ class AgentIceGatherer(RTCIceGatherer):
         *,
         host_addresses: list[str],
         consent_interval_s: float = CONSENT_INTERVAL_S,
+        consent_expiry_s: float = CONSENT_EXPIRY_S,
         rng: random.Random | None = None,
         net: SideNet | None = None,
     ) -> None:
@@ -563,8 +455,27 @@ class AgentIceGatherer(RTCIceGatherer):
             host_addresses=host_addresses,
             ice_controlling=False,
             consent_interval_s=consent_interval_s,
+            consent_expiry_s=consent_expiry_s,
             rng=rng,
             net=net,
         )
         # RTCIceTransport takes the gatherer's connection for send/recv.
         self._connection = self.connection
+
+
+__all__ = [
+    "CONSENT_EXPIRY_S",
+    "CONSENT_INTERVAL_S",
+    "Address",
+    "AgentIceConnection",
+    "AgentIceGatherer",
+    "DatagramFilter",
+    "Delay",
+    "IceMux",
+    "SelectedPair",
+    "SideNet",
+    "SocketRoute",
+    "SocketTap",
+    "WireDirection",
+    "WireTap",
+]

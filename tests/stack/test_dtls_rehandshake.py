@@ -100,7 +100,7 @@ async def test_expiring_certificate_is_rotated_with_cause_cert_expiry() -> None:
         # Swap in a certificate that expires in a second, as the scenario's
         # certificate_lifetime does at call setup.
         short = make_certificate(1.0)
-        caller._use_certificate(short, "test")
+        caller.use_certificate(short, "test")
         await settled(rec_a, timeout=8)
         assert rec_a.rehandshakes[0] == ("started", "local", "cert_expiry")
         assert completed(rec_a) == [("completed", "", "")]
@@ -117,7 +117,7 @@ async def test_keep_policy_reports_the_expiry_and_does_not_rehandshake() -> None
         cert_expiry=CertExpiryPolicy.KEEP
     )
     try:
-        caller._use_certificate(make_certificate(0.5), "test")
+        caller.use_certificate(make_certificate(0.5), "test")
         await rec_a.until(
             lambda: any(c.get("expired") for c in rec_a.certificates), timeout=5
         )

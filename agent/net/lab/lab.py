@@ -21,6 +21,7 @@ from agent.net.lab.clean import remove_namespace
 from agent.net.lab.rules import NatRuleset, flow_limit_rules, nat_ruleset
 from agent.net.lab.topology import LabTopology, Role, new_run_id
 from agent.net.nat import NatBehavior
+from agent.net.network import NatConfig
 
 __all__ = ["KernelFault", "Lab"]
 
@@ -57,7 +58,8 @@ class Lab:
         max_flows: int | None = None,
         seed: int = 0,
     ) -> None:
-        self.behavior = behavior or NatBehavior()
+        # The scenario's NAT defaults live in one place (NatConfig).
+        self.behavior = behavior or NatConfig().behavior()
         self.topology = LabTopology(run_id or new_run_id(), index)
         #: the NAT rules for the behaviour (raises now if nftables cannot say it)
         self.ruleset: NatRuleset = nat_ruleset(self.behavior, self.topology)

@@ -10,6 +10,7 @@ an absence); everything else awaits the event it expects.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import json
 import random
@@ -26,6 +27,7 @@ from agent.net.lab.lab import Lab
 from agent.net.lab.shell import list_namespaces, run_checked
 from agent.net.lab.topology import Direction, Role
 from agent.net.nat import NAT_TYPES, NatBehavior, Refresh
+from agent.net.network import NatConfig
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("root_lab")]
 
@@ -39,7 +41,8 @@ IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 
 def nat_type(name: str, **kwargs: object) -> NatBehavior:
     mapping, filtering = NAT_TYPES[name]
-    return NatBehavior(mapping=mapping, filtering=filtering, **kwargs)  # type: ignore[arg-type]
+    default = NatConfig().behavior()
+    return dataclasses.replace(default, mapping=mapping, filtering=filtering, **kwargs)
 
 
 class Udp(asyncio.DatagramProtocol):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 
@@ -29,11 +30,20 @@ from agent.net.lab.topology import (
     validate_run_id,
 )
 from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, Refresh
+from agent.net.network import NatConfig
 
 EIM = Behavior.ENDPOINT_INDEPENDENT
 ADM = Behavior.ADDRESS_DEPENDENT
 APDM = Behavior.ADDRESS_AND_PORT_DEPENDENT
 TOPO = LabTopology("r1", 7)
+
+
+def behavior(
+    mapping: Behavior = EIM, filtering: Behavior = APDM, **changes: object
+) -> NatBehavior:
+    """The scenario default NAT with some behaviours changed."""
+    default = NatConfig().behavior()
+    return dataclasses.replace(default, mapping=mapping, filtering=filtering, **changes)
 
 
 # -- topology ---------------------------------------------------------------------
@@ -109,7 +119,7 @@ def test_link_fault_ends_by_direction() -> None:
 @pytest.mark.parametrize("name", sorted(NAT_TYPES))
 def test_every_classic_nat_type_is_expressible(name: str) -> None:
     mapping, filtering = NAT_TYPES[name]
-    ruleset = nat_ruleset(NatBehavior(mapping, filtering), TOPO)
+    ruleset = nat_ruleset(behavior(mapping, filtering), TOPO)
     text = ruleset.nft
     assert text.startswith("table ip calab {")
     assert "policy drop" in text and "ct state established,related accept" in text
@@ -122,15 +132,15 @@ def test_every_classic_nat_type_is_expressible(name: str) -> None:
 
 
 def test_outbound_refresh_drops_inbound_before_conntrack() -> None:
-    outbound = nat_ruleset(NatBehavior(lifetime_s=2.5), TOPO)
+    outbound = nat_ruleset(behavior(lifetime_s=2.5), TOPO)
     assert "priority raw" in outbound.nft
     assert 'iifname "wan0" udp dport != @alive drop' in outbound.nft
     assert "timeout 3000ms" in outbound.nft  # whole seconds, rounded up
     assert outbound.notes
-    both = nat_ruleset(NatBehavior(refresh=Refresh.BOTH), TOPO)
+    both = nat_ruleset(behavior(refresh=Refresh.BOTH), TOPO)
     assert "@alive" not in both.nft and "priority raw" not in both.nft
-    assert state_sets(NatBehavior(refresh=Refresh.BOTH)) == ()
-    assert [n for n, _ in state_sets(NatBehavior(EIM, ADM))] == [
+    assert state_sets(behavior(refresh=Refresh.BOTH)) == ()
+    assert [n for n, _ in state_sets(behavior(EIM, ADM))] == [
         "alive",
         "mappings",
         "permits",
@@ -140,11 +150,11 @@ def test_outbound_refresh_drops_inbound_before_conntrack() -> None:
 @pytest.mark.parametrize(
     ("behavior", "named"),
     [
-        (NatBehavior(ADM, APDM), "address-dependent mapping"),
-        (NatBehavior(ADM, EIM), "address-dependent mapping"),
-        (NatBehavior(APDM, EIM), "endpoint_independent filtering"),
-        (NatBehavior(APDM, ADM), "address_dependent filtering"),
-        (NatBehavior(lifetime_s=0.5), "0.5 s mapping lifetime"),
+        (behavior(ADM, APDM), "address-dependent mapping"),
+        (behavior(ADM, EIM), "address-dependent mapping"),
+        (behavior(APDM, EIM), "endpoint_independent filtering"),
+        (behavior(APDM, ADM), "address_dependent filtering"),
+        (behavior(lifetime_s=0.5), "0.5 s mapping lifetime"),
     ],
 )
 def test_inexpressible_behaviors_are_refused_in_one_line(
@@ -162,7 +172,7 @@ def test_udp_timeouts_set_both_sysctls_in_whole_seconds() -> None:
         ("net.netfilter.nf_conntrack_udp_timeout", "1"),
         ("net.netfilter.nf_conntrack_udp_timeout_stream", "1"),
     )
-    assert nat_ruleset(NatBehavior(lifetime_s=30), TOPO).sysctls[1][1] == "30"
+    assert nat_ruleset(behavior(lifetime_s=30), TOPO).sysctls[1][1] == "30"
 
 
 def test_fault_rules_text() -> None:
