@@ -269,14 +269,10 @@ def parse_sdp(text: str, kind: str) -> sdp.SessionDescription:
         raise SignalingError(f"remote {kind} is not SDP (it must start with 'v=0')")
     try:
         description = sdp.SessionDescription.parse(text)
-    except (
-        ValueError,
-        KeyError,
-        IndexError,
-        TypeError,
-        AttributeError,
-        AssertionError,  # aiortc's parser asserts on lines it cannot match
-    ) as exc:
+    except Exception as exc:
+        # aiortc's parser fails in many ways on hostile text (AssertionError,
+        # KeyError, a StopIteration for a=fmtp without a=rtpmap): all of them
+        # are the far end's error, so all become one sentence here.
         reason = str(exc) or "a line does not have the expected form"
         raise SignalingError(f"remote {kind} SDP is malformed: {reason}") from exc
     description.type = kind
