@@ -178,7 +178,18 @@ class WhipServer:
     async def listen(self, host: str, port: int) -> Listening:
         """Serve on ``host:port`` (0: a free port) behind the connection guard."""
         runner = web.AppRunner(
-            self.app, handle_signals=False, access_log=None, shutdown_timeout=2.0
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=2.0,
+            # A body we did not read (a 401, 403, 415 answered first) is not
+            # read afterwards: aiohttp's lingering read would decode it and log
+            # a broken gzip or chunked body as an unhandled exception. The
+            # connection is closed instead.
+            lingering_time=0,
+            # Bodies are taken as sent: a Content-Encoding is refused (415),
+            # never decoded (no gzip bomb, no decoder error mid-request).
+            auto_decompress=False,
         )
         await runner.setup()
         assert runner.server is not None
