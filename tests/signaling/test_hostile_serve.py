@@ -12,6 +12,7 @@ import json
 import logging
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -158,7 +159,7 @@ async def test_s6_impossible_candidates_are_400_and_nothing_is_logged_as_an_erro
         "candidate:1 999 udp 2130706431 127.0.0.2 5000 typ host",
     ]
     async with serve_agent() as served:
-        peer, listener, resource, headers = await connected_call(http, served)
+        peer, listener, resource, _ = await connected_call(http, served)
         params = peer.gatherer.getLocalParameters()
         for candidate in bad_candidates:
             # A trickle with the current credentials...
@@ -248,7 +249,7 @@ async def test_s10_a_client_that_leaves_mid_body_is_no_internal_error(
 ) -> None:
     async with serve_agent() as served:
         for _ in range(5):
-            reader, writer = await asyncio.open_connection("127.0.0.1", port_of(served))
+            _, writer = await asyncio.open_connection("127.0.0.1", port_of(served))
             writer.write(
                 b"POST /whip HTTP/1.1\r\nHost: x\r\nContent-Type: application/sdp\r\n"
                 b"Content-Length: 5000\r\n\r\nv=0\r\n"
@@ -268,7 +269,11 @@ async def test_exposure_no_cross_origin_access_without_token_or_cors_origin(
     evil = "http://evil.example"
     page = "http://127.0.0.1:3000"
     async with serve_agent() as served:
-        for method, path in (("GET", "/calls"), ("GET", "/metrics"), ("OPTIONS", "/whip")):
+        for method, path in (
+            ("GET", "/calls"),
+            ("GET", "/metrics"),
+            ("OPTIONS", "/whip"),
+        ):
             status, headers, text = await request(
                 http, method, served.base_url + path, Origin=evil
             )
@@ -293,15 +298,17 @@ async def test_exposure_no_cross_origin_access_without_token_or_cors_origin(
         )
         assert status == 200 and headers["Access-Control-Allow-Origin"] == page
         assert "Location" in headers["Access-Control-Expose-Headers"]
-        status, _, _ = await request(http, "GET", served.base_url + "/calls", Origin=evil)
+        status, _, _ = await request(
+            http, "GET", served.base_url + "/calls", Origin=evil
+        )
         assert status == 403
     async with serve_agent(token="t") as served:
         # With a token a page on any origin may call: it must know the token.
-        status, headers, _ = await request(
-            http, "OPTIONS", served.whip, Origin=evil
-        )
+        status, headers, _ = await request(http, "OPTIONS", served.whip, Origin=evil)
         assert status == 204 and headers["Access-Control-Allow-Origin"] == "*"
-        status, _, _ = await request(http, "GET", served.base_url + "/calls", Origin=evil)
+        status, _, _ = await request(
+            http, "GET", served.base_url + "/calls", Origin=evil
+        )
         assert status == 401
 
 
@@ -324,12 +331,19 @@ async def test_s5_a_rejected_restart_is_not_counted(
     reports.mkdir()
     out = tmp_path / "client.json"
     async with serve_agent(report_dir=reports) as served:
+        opened = asyncio.Event()
+        open_call = served.backend.open_call
+
+        async def open_and_tell(*args: Any, **kwargs: Any) -> Any:
+            result = await open_call(*args, **kwargs)
+            opened.set()  # the resource is registered before the next await
+            return result
+
+        served.backend.open_call = open_and_tell  # type: ignore[method-assign]
         client = asyncio.create_task(
             call(served.whip, "--scenario", str(scenario), "--report", str(out))
         )
-        async with asyncio.timeout(15):
-            while not served.server.resources:
-                await asyncio.sleep(0.05)
+        await asyncio.wait_for(opened.wait(), 15)
         (resource,) = served.server.resources.values()
         url = f"{served.whip}/{resource.id}"
         for candidate in (
