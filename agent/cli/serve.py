@@ -248,6 +248,22 @@ async def cmd_serve(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}"
         ) from exc
     base = listening.base_url
+    stop = asyncio.Event()
+    received: list[str] = []
+
+    def on_signal(name: str) -> None:
+        received.append(name)
+        stop.set()
+
+    # Before the first line: a script that signals as soon as it reads it
+    # must get a graceful stop, not the default SIGTERM death.
+    installed = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, on_signal, sig.name)
+            installed.append(sig)
+        except (NotImplementedError, RuntimeError):
+            pass
     # One machine-readable line first (tests and scripts wait for it).
     print(f"callagent: serving WHIP at {base}/whip", flush=True)
     origins = ", ".join(settings.cors_origins) or (
@@ -261,20 +277,6 @@ async def cmd_serve(
         highlight=False,
     )
 
-    stop = asyncio.Event()
-    received: list[str] = []
-
-    def on_signal(name: str) -> None:
-        received.append(name)
-        stop.set()
-
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, on_signal, sig.name)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):
-            pass
     try:
         await stop.wait()
     finally:
