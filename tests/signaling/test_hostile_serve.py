@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -41,19 +40,6 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
         timeout=aiohttp.ClientTimeout(total=20)
     ) as session:
         yield session
-
-
-@pytest.fixture
-def server_log(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]:
-    """Every log record of the test; on exit, none may carry a traceback."""
-    caplog.set_level(logging.DEBUG)
-    yield caplog
-    bad = [
-        f"{r.name}: {r.getMessage()}"
-        for r in caplog.records
-        if r.exc_info is not None or r.levelno >= logging.ERROR
-    ]
-    assert not bad, bad
 
 
 def port_of(served: Served) -> int:
