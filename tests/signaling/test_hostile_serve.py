@@ -150,8 +150,8 @@ async def test_s6_impossible_candidates_are_400_and_nothing_is_logged_as_an_erro
         for candidate in bad_candidates:
             # A trickle with the current credentials...
             frag = build_sdpfrag(
-                ufrag=params.usernameFragment,
-                pwd=params.password,
+                ufrag=str(params.usernameFragment),
+                pwd=str(params.password),
                 candidates=[candidate],
             )
             status, _, text = await request(
@@ -203,7 +203,7 @@ async def test_candidates_are_capped_per_offer_and_per_ice_session(
 
         peer, _, resource, _ = await connected_call(http, served)
         params = peer.gatherer.getLocalParameters()
-        ours = {"ufrag": params.usernameFragment, "pwd": params.password}
+        ours = {"ufrag": str(params.usernameFragment), "pwd": str(params.password)}
         # One PATCH over the cap, then the session total over it.
         frag = build_sdpfrag(**ours, candidates=many, end_of_candidates=False)
         status, _, text = await request(

@@ -216,10 +216,10 @@ async def test_patch_trickle_restart_and_if_match_preconditions(
         peer, _, resource, headers = await connected_call(http, served)
         etag = headers["ETag"]
         params = peer.gatherer.getLocalParameters()
-        ours = {"ufrag": params.usernameFragment, "pwd": params.password}
+        ours = {"ufrag": str(params.usernameFragment), "pwd": str(params.password)}
 
         # Trickle (same credentials): 204, with or without If-Match.
-        frag = build_sdpfrag(**ours, candidates=[])
+        frag = build_sdpfrag(ufrag=ours["ufrag"], pwd=ours["pwd"], candidates=[])
         for extra in ({}, {"If-Match": etag}):
             status, _, text = await request(
                 http, "PATCH", resource, frag, **{"Content-Type": FRAG}, **extra
