@@ -121,3 +121,38 @@ async def test_s8_a_real_call_works_while_slow_connections_are_held(
     assert most <= LIMITS.max_connections, most
     assert guard.evicted >= 40, guard.evicted  # the slow ones made room
     assert len(cut) >= 40
+
+
+async def test_busy_connections_are_not_evicted_and_a_full_server_says_503(
+    server_log: pytest.LogCaptureFixture,
+) -> None:
+    limits = Limits(max_connections=2, header_timeout_s=5.0, body_timeout_s=1.0)
+    async with (
+        serve_agent(limits=limits) as served,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{served.base_url}/ws") as first,
+        http.ws_connect(f"{served.base_url}/ws") as second,
+    ):
+        # Both sockets are busy (their handler runs): the third is turned away.
+        response = await raw_exchange(
+            port_of(served), b"GET /calls HTTP/1.1\r\nHost: x\r\n\r\n"
+        )
+        assert status_of(response) == 503, response
+        assert not first.closed and not second.closed
+        assert served.server.guard.refused == 1
+
+
+async def test_a_ws_that_sends_no_offer_is_closed_after_the_header_timeout(
+    server_log: pytest.LogCaptureFixture,
+) -> None:
+    async with (
+        serve_agent(limits=LIMITS) as served,
+        aiohttp.ClientSession() as http,
+        http.ws_connect(f"{served.base_url}/ws") as socket,
+    ):
+        started = time.monotonic()
+        reply = await socket.receive_json(timeout=5)
+        assert reply["type"] == "error" and "no offer within 1 s" in reply["message"]
+        closing = await socket.receive(timeout=5)
+        assert closing.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+        assert time.monotonic() - started < 3.0
