@@ -301,6 +301,13 @@ class ServedCall:
                 finally:
                     ending.cancel()
                     stopping.cancel()
+                if not self.stop.is_set() and call.final_state() != "closed":
+                    # Nobody hung up, yet the call is over: the far end went away
+                    # (ICE consent expired). That is no pass (issue 11, S7).
+                    call.error = call.error or (
+                        f"the far end vanished: the call went {call.final_state()} "
+                        "with no hang-up (no WHIP DELETE or /ws bye)"
+                    )
             else:
                 connecting.cancel()
                 with contextlib.suppress(asyncio.CancelledError):

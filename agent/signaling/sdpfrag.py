@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agent.errors import SignalingError
+from agent.signaling.candidates import MAX_REMOTE_CANDIDATES, check_candidate
 
 __all__ = ["MEDIA_TYPE", "SdpFrag", "build_sdpfrag", "parse_sdpfrag"]
 
@@ -94,15 +95,20 @@ def parse_sdpfrag(text: str) -> SdpFrag:
         elif name == "mid":
             mid = value
         elif name == "candidate":
-            if len(value.split()) < 8:
-                raise SignalingError(
-                    f"SDP fragment line {number}: malformed candidate {value[:60]!r}"
-                )
             if end:
                 raise SignalingError(
                     f"SDP fragment line {number}: candidate after a=end-of-candidates"
                 )
-            candidates.append("candidate:" + value)
+            try:
+                # The whole fragment is checked before any of it is acted on.
+                candidates.append(check_candidate(value))
+            except SignalingError as exc:
+                raise SignalingError(f"SDP fragment line {number}: {exc}") from None
+            if len(candidates) > MAX_REMOTE_CANDIDATES:
+                raise SignalingError(
+                    f"SDP fragment has more than {MAX_REMOTE_CANDIDATES} candidates "
+                    "(the most one ICE session takes)"
+                )
         elif name == "end-of-candidates":
             end = True
         # Other attributes (a=group, a=ice-lite, extensions) do not concern ICE

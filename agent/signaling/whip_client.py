@@ -32,6 +32,9 @@ __all__ = ["WhipClient", "answer_with_ice", "check_whip_url"]
 
 SDP = "application/sdp"
 TIMEOUT_S = 10.0
+#: The most of a response body we read. An answer is a few KiB; an endpoint
+#: that sends megabytes is broken or hostile (30 MB was read before the limit).
+MAX_RESPONSE_BYTES = 256 * 1024
 
 
 def check_whip_url(url: str) -> URL:
@@ -88,7 +91,20 @@ class WhipClient:
             async with self._http.request(
                 method, url, data=body, headers=all_headers
             ) as response:
-                text = await response.text(errors="replace")
+                too_big = SignalingError(
+                    f"{method} {url}: the response is larger than "
+                    f"{MAX_RESPONSE_BYTES} bytes (an answer is a few KiB)"
+                )
+                length = response.content_length
+                if length is not None and length > MAX_RESPONSE_BYTES:
+                    raise too_big
+                raw = bytearray()
+                async for chunk in response.content.iter_any():
+                    raw += chunk
+                    if len(raw) > MAX_RESPONSE_BYTES:
+                        raise too_big
+                # SDP and sdpfrag are UTF-8 (RFC 8866 §5); garbage stays visible.
+                text = raw.decode("utf-8", errors="replace")
                 return response.status, dict(response.headers), text
         except TimeoutError as exc:
             raise SignalingError(f"{method} {url}: no response in time") from exc

@@ -21,20 +21,31 @@ Preconditions (RFC 9110 §13.1.1, RFC 6585 §3): an ICE restart must carry
 ``If-Match`` naming another ETag gets 412, for a trickle too (the candidates
 belong to an ICE session that no longer exists).
 
-Errors are one line of ``text/plain``: 400 (unusable SDP, no audio), 401
-(missing or wrong bearer token, RFC 6750; compared in constant time), 404, 405,
-413 (body over the limit), 415 (wrong ``Content-Type``), 428, 412, 503 (at the
-concurrent-call limit, with ``Retry-After``). A handler never lets an exception
-out: a bug in one request is a 500 and the server keeps serving the others.
+Errors are one line of ``text/plain``: 400 (unusable SDP or candidates, no
+audio), 401 (missing or wrong bearer token, RFC 6750; compared in constant
+time), 403 (a cross-origin request from an origin not allowed), 404, 405, 408
+(body too slow), 413 (body over the limit), 415 (wrong ``Content-Type`` or a
+``Content-Encoding``), 428, 412, 503 (at the concurrent-call limit, with
+``Retry-After``). Remote input is checked at one boundary each: SDP by
+:func:`~agent.stack.peer.parse_sdp`, candidates by
+:mod:`agent.signaling.candidates`, bodies by :meth:`WhipServer._body`. A
+handler never lets an exception out: a bug in one request is a 500 and the
+server keeps serving the others.
 
-Every response carries CORS headers and ``OPTIONS`` answers preflights, so a
-page on another origin (a browser WHIP client) can use the endpoint. The same
-application serves ``GET /calls`` (JSON), ``GET /metrics`` (Prometheus text)
-and the ``/ws`` signalling channel (:mod:`agent.signaling.ws`).
+Cross-origin access (CORS) is opt-in: with ``cors_origins`` the listed origins
+may use the endpoint from a web page; with a token and no list any origin may
+(``*``: a page cannot know the token); with neither, a request whose
+``Origin`` is another site's gets 403, so a web page the user happens to open
+cannot read ``/calls`` or place calls through a local ``serve`` (this covers
+``/ws`` too, which browsers do not guard with CORS). The same application
+serves ``GET /calls`` (JSON), ``GET /metrics`` (Prometheus text) and the
+``/ws`` signalling channel (:mod:`agent.signaling.ws`);
+:mod:`agent.signaling.guard` limits connections and how long they may idle.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import secrets
@@ -43,7 +54,9 @@ from dataclasses import dataclass, field
 
 from aiohttp import web
 
-from agent.errors import SignalingError
+from agent.errors import AgentError, SignalingError
+from agent.signaling.candidates import CandidateBudget, check_sdp_candidates
+from agent.signaling.guard import ConnectionGuard, Limits
 from agent.signaling.sdpfrag import MEDIA_TYPE as SDPFRAG
 from agent.signaling.sdpfrag import SdpFrag, build_sdpfrag, parse_sdpfrag
 from agent.signaling.session import (
@@ -58,15 +71,14 @@ from agent.stack.peer import parse_sdp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ServerSettings", "WhipResource", "WhipServer"]
+__all__ = ["Listening", "ServerSettings", "WhipResource", "WhipServer"]
 
 SDP = "application/sdp"
 #: An audio offer from a browser is 3-6 KiB; 64 KiB leaves room and no more.
 DEFAULT_MAX_BODY = 64 * 1024
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
-CORS_HEADERS = {
-    "Access-Control-Allow-Origin": "*",
+EXPOSE_HEADERS = {
     "Access-Control-Expose-Headers": "Location, ETag, Accept-Patch, Link",
 }
 PREFLIGHT_HEADERS = {
@@ -80,6 +92,9 @@ PREFLIGHT_HEADERS = {
 class ServerSettings:
     token: str | None = None
     max_body: int = DEFAULT_MAX_BODY
+    #: web origins (``scheme://host:port``) allowed to use the endpoint from a page
+    cors_origins: tuple[str, ...] = ()
+    limits: Limits = field(default_factory=Limits)
 
 
 @dataclass
@@ -92,6 +107,8 @@ class WhipResource:
     remote_pwd: str
     mid: str
     etag: str = field(default_factory=lambda: new_etag())
+    #: remote candidates the current ICE session has taken (offer + trickle)
+    budget: CandidateBudget = field(default_factory=CandidateBudget)
 
 
 def new_etag() -> str:
@@ -113,6 +130,30 @@ def plain_error(status: int, reason: str, **headers: str) -> web.Response:
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+class _ClientGone(Exception):
+    """The client closed the connection before its request body was in."""
+
+
+@dataclass
+class Listening:
+    """A running server: where it listens, and how to stop it."""
+
+    host: str
+    port: int
+    runner: web.AppRunner
+    server: asyncio.Server
+
+    @property
+    def base_url(self) -> str:
+        shown = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{shown}:{self.port}"
+
+    async def close(self) -> None:
+        self.server.close()
+        await self.runner.cleanup()  # closes the open connections too
+        await self.server.wait_closed()
+
+
 class WhipServer:
     """The aiohttp application serving ``/whip``, ``/calls``, ``/metrics``, ``/ws``."""
 
@@ -120,6 +161,7 @@ class WhipServer:
         self.backend = backend
         self.settings = settings
         self.resources: dict[str, WhipResource] = {}
+        self.guard = ConnectionGuard(settings.limits)
         self.app = web.Application(
             middlewares=[self._cors_and_errors],
             # aiohttp itself answers 413 past this, whatever Content-Length says.
@@ -133,11 +175,60 @@ class WhipServer:
         self.app.router.add_get("/metrics", self._metrics)
         self.app.router.add_get("/ws", self._ws)
 
+    async def listen(self, host: str, port: int) -> Listening:
+        """Serve on ``host:port`` (0: a free port) behind the connection guard."""
+        runner = web.AppRunner(
+            self.app,
+            handle_signals=False,
+            access_log=None,
+            shutdown_timeout=2.0,
+            # A body we did not read (a 401, 403, 415 answered first) is not
+            # read afterwards: aiohttp's lingering read would decode it and log
+            # a broken gzip or chunked body as an unhandled exception. The
+            # connection is closed instead.
+            lingering_time=0,
+            # Bodies are taken as sent: a Content-Encoding is refused (415),
+            # never decoded (no gzip bomb, no decoder error mid-request).
+            auto_decompress=False,
+        )
+        await runner.setup()
+        assert runner.server is not None
+        loop = asyncio.get_running_loop()
+        try:
+            server = await loop.create_server(
+                self.guard.factory(runner.server), host, port
+            )
+        except BaseException:
+            await runner.cleanup()
+            raise
+        bound_host, bound_port = server.sockets[0].getsockname()[:2]
+        return Listening(str(bound_host), int(bound_port), runner, server)
+
     # -- middleware ---------------------------------------------------------
     @web.middleware
     async def _cors_and_errors(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
+        connection = self.guard.find(request.transport)
+        if connection is not None:
+            connection.begin()  # a request head is in: no longer a slow sender
+        try:
+            return await self._answer(request, handler)
+        finally:
+            if connection is not None:
+                connection.end()
+
+    async def _answer(
+        self, request: web.Request, handler: Handler
+    ) -> web.StreamResponse:
+        cors = self.cors_headers(request)
+        if cors is None:
+            origin = " ".join(request.headers.get("Origin", "").split())[:100]
+            return plain_error(
+                403,
+                f"cross-origin requests from {origin} are not allowed; start "
+                "serve with --cors-origin naming that origin (or with --token)",
+            )
         try:
             response = await handler(request)
         except web.HTTPException as exc:
@@ -148,14 +239,37 @@ class WhipServer:
                     text=f"request body is larger than {self.settings.max_body} "
                     "bytes\n",
                 )
-            exc.headers.update(CORS_HEADERS)
+            exc.headers.update(cors)
             raise exc from None
+        except _ClientGone:
+            # Nobody is left to answer; not a server error (issue 11, S10).
+            logger.debug(
+                "%s %s: client went away mid-body", request.method, request.path
+            )
+            return plain_error(400, "request body incomplete")
         except Exception:
             logger.exception("%s %s: internal error", request.method, request.path)
             response = plain_error(500, "internal error; see the server log")
         if not response.prepared:
-            response.headers.update(CORS_HEADERS)
+            response.headers.update(cors)
         return response
+
+    def cors_headers(self, request: web.Request) -> dict[str, str] | None:
+        """The CORS headers for this request; None if its origin is refused."""
+        allowed = self.settings.cors_origins
+        if not allowed and self.settings.token is not None:
+            # A page on any origin may call, but it must know the token.
+            return {"Access-Control-Allow-Origin": "*", **EXPOSE_HEADERS}
+        origin = request.headers.get("Origin")
+        if origin is None or origin == f"{request.scheme}://{request.host}":
+            return {}  # not a browser's cross-origin request
+        if origin in allowed:
+            return {
+                "Access-Control-Allow-Origin": origin,
+                "Vary": "Origin",
+                **EXPOSE_HEADERS,
+            }
+        return None
 
     async def _preflight(self, request: web.Request) -> web.StreamResponse:
         headers = dict(PREFLIGHT_HEADERS)
@@ -177,7 +291,12 @@ class WhipServer:
             given = request.query.get("access_token", "")
         elif scheme.lower() != "bearer":
             given = ""
-        return hmac.compare_digest(given.strip().encode(), expected.encode())
+        # surrogatepass: header bytes that are not UTF-8 (``Bearer \\xff``)
+        # arrive as surrogates; they compare unequal instead of raising.
+        return hmac.compare_digest(
+            given.strip().encode("utf-8", "surrogatepass"),
+            expected.encode("utf-8", "surrogatepass"),
+        )
 
     def _unauthorized(self) -> web.Response:
         return plain_error(
@@ -193,12 +312,35 @@ class WhipServer:
                 f"Content-Type must be {media_type}, got "
                 f"{request.content_type or 'none'}",
             )
+        coding = request.headers.get("Content-Encoding", "identity").strip().lower()
+        if coding not in ("", "identity"):
+            # RFC 9110 §15.5.16: an unsupported content coding is 415.
+            return plain_error(
+                415,
+                f"Content-Encoding {coding[:40]!r} is not accepted; send the body "
+                "as is",
+                **{"Accept-Encoding": "identity"},
+            )
         length = request.content_length
         if length is not None and length > self.settings.max_body:
             return plain_error(
                 413, f"request body is larger than {self.settings.max_body} bytes"
             )
-        raw = await request.read()
+        timeout_s = self.settings.limits.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                raw = await request.read()
+        except TimeoutError:
+            return plain_error(
+                408,
+                f"request body not received within {timeout_s:g} s",
+                Connection="close",
+            )
+        except web.RequestPayloadError as exc:
+            # Broken chunked framing and the like: the client's error.
+            return plain_error(400, f"request body is malformed: {exc}")
+        except ConnectionError as exc:
+            raise _ClientGone from exc
         try:
             return raw.decode("utf-8")
         except UnicodeDecodeError:
@@ -218,6 +360,7 @@ class WhipServer:
         if isinstance(body, web.Response):
             return body
         self.forget_ended()
+        budget = CandidateBudget()
         try:
             offer = parse_sdp(body, "offer")
             audio = next((m for m in offer.media if m.kind == "audio"), None)
@@ -225,6 +368,7 @@ class WhipServer:
                 raise SignalingError("offer has no audio m-section")
             if audio.ice is None or not audio.ice.usernameFragment:
                 raise SignalingError("offer's audio section has no ICE ufrag/pwd")
+            budget.take(check_sdp_candidates(body, "offer"))
             context = OfferContext(
                 mode="whip-server",
                 remote_address=request.remote,
@@ -235,6 +379,12 @@ class WhipServer:
             return plain_error(503, str(exc), **{"Retry-After": "5"})
         except SignalingError as exc:
             return plain_error(400, str(exc))
+        except AgentError as exc:
+            # Our side cannot take a call now (no socket, no descriptor).
+            logger.warning("cannot open a call: %s", exc)
+            return plain_error(
+                503, f"cannot open a call: {exc}", **{"Retry-After": "5"}
+            )
         resource_id = secrets.token_urlsafe(16)
         resource = WhipResource(
             id=resource_id,
@@ -242,6 +392,7 @@ class WhipServer:
             remote_ufrag=str(audio.ice.usernameFragment),
             remote_pwd=str(audio.ice.password),
             mid=audio.rtp.muxId or "0",
+            budget=budget,
         )
         self.resources[resource_id] = resource
         logger.info("WHIP session %s: call %s", resource_id, session.call_id)
@@ -290,6 +441,7 @@ class WhipServer:
         return web.Response(status=204)
 
     async def _trickle(self, resource: WhipResource, frag: SdpFrag) -> None:
+        resource.budget.take(len(frag.candidates))
         for candidate in frag.candidates:
             await resource.session.add_candidate(candidate)
         if frag.end_of_candidates:
@@ -299,6 +451,9 @@ class WhipServer:
         self, resource: WhipResource, frag: SdpFrag
     ) -> web.StreamResponse:
         assert frag.ufrag is not None and frag.pwd is not None
+        # The fragment was checked whole (parse_sdpfrag): nothing invalid gets
+        # this far, so a rejected restart is never started, nor counted.
+        resource.budget.restart(len(frag.candidates))
         remote = IceCredentials(frag.ufrag, frag.pwd, frag.candidates)
         local = await resource.session.restart_ice(remote, frag.end_of_candidates)
         resource.remote_ufrag, resource.remote_pwd = frag.ufrag, frag.pwd
@@ -349,4 +504,9 @@ class WhipServer:
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request, query_token=True):
             return self._unauthorized()
-        return await serve_ws(request, self.backend, max_message=self.settings.max_body)
+        return await serve_ws(
+            request,
+            self.backend,
+            max_message=self.settings.max_body,
+            first_offer_timeout_s=self.settings.limits.header_timeout_s,
+        )

@@ -36,7 +36,12 @@ from typing import Any, Protocol
 
 from aiohttp import WSMsgType, web
 
-from agent.errors import SignalingError
+from agent.errors import AgentError, SignalingError
+from agent.signaling.candidates import (
+    CandidateBudget,
+    check_candidate,
+    check_sdp_candidates,
+)
 from agent.signaling.session import CallBackend, CallSession, OfferContext, ServerBusy
 
 logger = logging.getLogger(__name__)
@@ -63,6 +68,9 @@ def parse_message(raw: str) -> WsMessage:
         data = json.loads(raw)
     except ValueError as exc:
         raise SignalingError(f"message is not JSON: {exc}") from exc
+    except RecursionError as exc:
+        # '[' * 2000 is valid-looking JSON that exhausts the parser's stack.
+        raise SignalingError("message is nested too deeply to be one") from exc
     if not isinstance(data, dict):
         raise SignalingError("message must be a JSON object")
     kind = data.get("type")
@@ -163,17 +171,41 @@ class WsChannel:
             self._pending.set_exception(SignalingError(why))
 
 
+#: frames that end the channel (``async for`` on the socket stops on these)
+_CLOSING = (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED)
+
+
 async def serve_ws(
-    request: web.Request, backend: CallBackend, *, max_message: int
+    request: web.Request,
+    backend: CallBackend,
+    *,
+    max_message: int,
+    first_offer_timeout_s: float = 10.0,
 ) -> web.WebSocketResponse:
-    """Run one ``/ws`` connection until the socket closes or the call ends."""
+    """Run one ``/ws`` connection until the socket closes or the call ends.
+
+    A socket that sends no offer within ``first_offer_timeout_s`` is closed: it
+    would hold a connection slot with no call to show for it.
+    """
     socket = web.WebSocketResponse(heartbeat=15.0, max_msg_size=max_message)
     await socket.prepare(request)
     channel = WsChannel(socket)
     session: CallSession | None = None
     watcher: asyncio.Task[None] | None = None
+    budget = CandidateBudget()
     try:
-        async for frame in socket:
+        while True:
+            try:
+                frame = await socket.receive(
+                    timeout=first_offer_timeout_s if session is None else None
+                )
+            except TimeoutError:
+                await _error(
+                    channel, f"no offer within {first_offer_timeout_s:g} s; closing"
+                )
+                break
+            if frame.type in _CLOSING:
+                break
             if frame.type is not WSMsgType.TEXT:
                 if frame.type is WSMsgType.BINARY:
                     await _error(channel, "binary messages are not understood")
@@ -182,7 +214,9 @@ async def serve_ws(
                 message = parse_message(frame.data)
                 if message.type == "offer":
                     assert message.sdp is not None
+                    count = check_sdp_candidates(message.sdp, "offer")
                     if session is None:
+                        budget.restart(count)
                         session = await _open(request, backend, channel, message.sdp)
                         if session is None:
                             break
@@ -192,6 +226,8 @@ async def serve_ws(
                         # Glare: we are polite; the peer rolls our offer back.
                         channel.fail_pending("glare: the far end offered too")
                     answer = await session.accept_offer(message.sdp)
+                    # Every re-offer may restart ICE: count its candidates anew.
+                    budget.restart(count)
                     await channel.send(WsMessage("answer", sdp=answer))
                 elif message.type == "answer":
                     assert message.sdp is not None
@@ -200,8 +236,12 @@ async def serve_ws(
                 elif message.type == "candidate":
                     if session is None:
                         await _error(channel, "candidate before the offer")
+                    elif message.candidate is None:
+                        await session.add_candidate(None)
                     else:
-                        await session.add_candidate(message.candidate)
+                        candidate = check_candidate(message.candidate)
+                        budget.take(1)
+                        await session.add_candidate(candidate)
                 elif message.type == "bye":
                     if session is not None:
                         await session.hang_up(
@@ -212,6 +252,10 @@ async def serve_ws(
                     await _error(channel, "error messages go server -> client only")
             except (SignalingError, ValueError) as exc:
                 await _error(channel, str(exc))
+            except AgentError as exc:
+                # Our side could not act on it (a call that cannot bind):
+                # the far end hears why, and the channel stays open.
+                await _error(channel, str(exc), code=503)
     finally:
         channel.fail_pending("the signalling WebSocket closed")
         if watcher is not None:

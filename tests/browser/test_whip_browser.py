@@ -1,7 +1,8 @@
 """Headless Chromium (a peer nobody here wrote) against the agent's endpoint.
 
-The page is served from another origin (its own port on 127.0.0.1), so CORS is
-exercised as a real browser WHIP client would. Chromium gets a fake microphone
+The page is served from another origin (its own port on 127.0.0.1), named with
+``cors_origins`` (``--cors-origin``), so CORS is exercised as a real browser
+WHIP client would. Chromium gets a fake microphone
 (``--use-fake-device-for-media-stream``). Each test asserts from both sides:
 the agent's report or live view, and the browser's ``getStats()``.
 
@@ -222,8 +223,8 @@ async def ws_call(
     """A Chromium page connected to the agent over ``/ws`` with audio flowing
     both ways; on exit the page says ``bye`` and the call's report is written."""
     async with (
-        serve_agent(report_dir=tmp_path) as served,
         serve_pages({"/": PAGE}) as page_origin,
+        serve_agent(report_dir=tmp_path, cors_origins=(page_origin,)) as served,
     ):
         page = await chromium.new_page(f"{page_origin}/")
         ws_url = served.base_url.replace("http://", "ws://") + "/ws"
@@ -242,8 +243,8 @@ async def test_chromium_calls_the_whip_endpoint_with_a_fake_microphone(
     chromium: Chromium, tmp_path: Path
 ) -> None:
     async with (
-        serve_agent(report_dir=tmp_path) as served,
         serve_pages({"/": PAGE}) as page_origin,
+        serve_agent(report_dir=tmp_path, cors_origins=(page_origin,)) as served,
     ):
         page = await chromium.new_page(f"{page_origin}/")
         await page.evaluate(f"whipCall({json.dumps(served.whip)})", timeout=20)
@@ -271,8 +272,8 @@ async def test_chromium_restart_ice_over_whip_patch_is_honoured(
     chromium: Chromium, tmp_path: Path
 ) -> None:
     async with (
-        serve_agent(report_dir=tmp_path) as served,
         serve_pages({"/": PAGE}) as page_origin,
+        serve_agent(report_dir=tmp_path, cors_origins=(page_origin,)) as served,
     ):
         page = await chromium.new_page(f"{page_origin}/")
         await page.evaluate(f"whipCall({json.dumps(served.whip)})", timeout=20)

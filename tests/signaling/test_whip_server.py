@@ -90,8 +90,8 @@ async def test_post_answers_201_with_location_etag_and_a_real_call(
         assert headers["Location"].startswith("/whip/")
         assert headers["ETag"].startswith('"') and headers["ETag"].endswith('"')
         assert headers["Accept-Patch"] == FRAG
-        assert headers["Access-Control-Allow-Origin"] == "*"
-        assert "Location" in headers["Access-Control-Expose-Headers"]
+        # No token, no --cors-origin: no cross-origin access (issue 11).
+        assert "Access-Control-Allow-Origin" not in headers
         assert "a=sendrecv" in answer  # the agent sends audio back
         await peer.accept_answer(answer)
         await peer.wait_connected(10)
@@ -216,10 +216,10 @@ async def test_patch_trickle_restart_and_if_match_preconditions(
         peer, _, resource, headers = await connected_call(http, served)
         etag = headers["ETag"]
         params = peer.gatherer.getLocalParameters()
-        ours = {"ufrag": params.usernameFragment, "pwd": params.password}
+        ours = {"ufrag": str(params.usernameFragment), "pwd": str(params.password)}
 
         # Trickle (same credentials): 204, with or without If-Match.
-        frag = build_sdpfrag(**ours, candidates=[])
+        frag = build_sdpfrag(ufrag=ours["ufrag"], pwd=ours["pwd"], candidates=[])
         for extra in ({}, {"If-Match": etag}):
             status, _, text = await request(
                 http, "PATCH", resource, frag, **{"Content-Type": FRAG}, **extra
@@ -303,16 +303,17 @@ async def test_beyond_max_calls_is_503_and_a_slot_frees_when_a_call_ends(
 
 
 async def test_cors_preflight(http: aiohttp.ClientSession) -> None:
-    async with serve_agent() as served:
+    page = "http://127.0.0.1:9999"
+    async with serve_agent(cors_origins=(page,)) as served:
         status, headers, _ = await request(
             http,
             "OPTIONS",
             served.whip,
-            Origin="http://127.0.0.1:9999",
+            Origin=page,
             **{"Access-Control-Request-Method": "POST"},
         )
         assert status == 204
-        assert headers["Access-Control-Allow-Origin"] == "*"
+        assert headers["Access-Control-Allow-Origin"] == page
         assert "PATCH" in headers["Access-Control-Allow-Methods"]
         allowed = headers["Access-Control-Allow-Headers"]
         assert "If-Match" in allowed and "Authorization" in allowed

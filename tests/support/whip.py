@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.call.remote import CallServer
+from agent.signaling.guard import Limits
 from agent.signaling.whip_server import ServerSettings, WhipServer
 from agent.stack.ice import SelectedPair
 from agent.stack.peer import NullListener, Peer, PeerConfig, PeerState
-from tests.support.http import serve_app
 
 __all__ = ["FarEnd", "Served", "far_end", "serve_agent", "until"]
 
@@ -43,19 +43,31 @@ async def serve_agent(
     max_calls: int = 20,
     max_body: int = 64 * 1024,
     report_dir: Path | None = None,
+    cors_origins: tuple[str, ...] = (),
+    limits: Limits | None = None,
 ) -> AsyncIterator[Served]:
+    """The real server, connection guard included, as ``callagent serve`` runs it."""
     backend = CallServer(
         address="127.0.0.1",
         max_calls=max_calls,
         report_dir=report_dir,
         run_meta=lambda seed: {"run_id": f"test-{seed}", "seed": seed},
     )
-    server = WhipServer(backend, ServerSettings(token=token, max_body=max_body))
-    async with serve_app(server.app) as base_url:
+    settings = ServerSettings(
+        token=token,
+        max_body=max_body,
+        cors_origins=cors_origins,
+        limits=limits or Limits(),
+    )
+    server = WhipServer(backend, settings)
+    listening = await server.listen("127.0.0.1", 0)
+    try:
+        yield Served(listening.base_url, backend, server)
+    finally:
         try:
-            yield Served(base_url, backend, server)
-        finally:
             await asyncio.wait_for(backend.shutdown("test over"), 20)
+        finally:
+            await listening.close()
 
 
 @dataclass
