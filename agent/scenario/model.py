@@ -62,6 +62,8 @@ from agent.scenario.duration import (
     format_duration,
 )
 from agent.scenario.fields import (
+    CallCount,
+    CallDuration,
     Count,
     Loc,
     LoopbackAddress,
@@ -69,6 +71,7 @@ from agent.scenario.fields import (
     NonNegativeMilliseconds,
     PositiveDuration,
     Section,
+    Seed,
     Slug,
     fail,
     located_error,
@@ -528,11 +531,11 @@ class Scenario(Section):
 
     name: Slug
     description: StrictStr = ""
-    duration: PositiveDuration
+    duration: CallDuration
     #: None: the runner picks one and records it, so the run can be replayed
-    seed: StrictInt | None = None
+    seed: Seed | None = None
     #: concurrent copies of this call
-    calls: Annotated[StrictInt, Field(ge=1)] = 1
+    calls: CallCount = 1
     media: MediaSettings = MediaSettings()
     peers: PeersSettings = PeersSettings()
     network: NetworkSettings = NetworkSettings()

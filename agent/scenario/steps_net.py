@@ -30,7 +30,8 @@ from pydantic import BaseModel, Field, StringConstraints
 from agent.errors import CallError
 from agent.net.spec import FaultKind, FaultSpec
 from agent.observe.model import Side
-from agent.scenario.fields import LoopbackAddress, PositiveDuration
+from agent.scenario.duration import Duration
+from agent.scenario.fields import LoopbackAddress, PositiveDuration, Probability, Seed
 from agent.scenario.steps import Step, StepParams, StepTarget, register
 
 __all__ = ["NetStepTarget"]
@@ -106,8 +107,8 @@ class NetBlackhole(_FaultStep):
 
 class LossParams(TimedParams):
     #: share of datagrams dropped, 0..1
-    rate: Annotated[float, Field(gt=0, le=1)]
-    seed: int | None = None
+    rate: Probability
+    seed: Seed | None = None
 
 
 @register
@@ -122,7 +123,7 @@ class NetLoss(_FaultStep):
 class DelayParams(TimedParams):
     #: added one-way delay per datagram
     delay: PositiveDuration
-    seed: int | None = None
+    seed: Seed | None = None
 
 
 @register
@@ -137,8 +138,8 @@ class NetDelay(_FaultStep):
 class JitterParams(TimedParams):
     #: each datagram gets a uniform extra delay in 0..jitter (reorders)
     jitter: PositiveDuration
-    delay: Annotated[float, Field(ge=0)] = 0.0
-    seed: int | None = None
+    delay: Duration = 0.0
+    seed: Seed | None = None
 
 
 @register
