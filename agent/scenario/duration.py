@@ -103,6 +103,14 @@ def _too_long(value: Any) -> PydanticCustomError:
     )
 
 
+def _not_finite(value: Any) -> PydanticCustomError:
+    return PydanticCustomError(
+        "duration",
+        "invalid duration {value}: a duration is a time from 0s to {limit} (7 days)",
+        {"value": describe_value(value), "limit": format_duration(MAX_DURATION_S)},
+    )
+
+
 def parse_duration(value: Any) -> float:
     """Seconds from ``10s``/``500ms``/``2m``/``1h``/a bare number of seconds,
     finite and at most :data:`MAX_DURATION_S`.
@@ -126,7 +134,7 @@ def parse_duration(value: Any) -> float:
     else:
         raise _invalid(value)
     if not math.isfinite(seconds):
-        raise _invalid(value)
+        raise _too_long(value) if seconds > 0 else _not_finite(value)
     if seconds < 0:
         raise _negative(value)
     if seconds > MAX_DURATION_S:

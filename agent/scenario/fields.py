@@ -21,7 +21,6 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
-    Field,
     Strict,
     StrictInt,
     StrictStr,
@@ -181,7 +180,7 @@ def _call_duration(seconds: float) -> float:
     if seconds > MAX_CALL_DURATION_S:
         raise PydanticCustomError(
             "call_too_long",
-            "{value} is too long: a call lasts at most {limit} (24 hours)",
+            "{value} is too long: a call lasts at most {limit}",
             {
                 "value": format_duration(seconds),
                 "limit": format_duration(MAX_CALL_DURATION_S),
@@ -197,7 +196,9 @@ def _in_range(
     lower = f"more than {low:g}" if above_low else f"at least {low:g}"
 
     def check(value: float) -> float:
-        if value < low or (above_low and value == low) or value > high:
+        # Written so that NaN (every comparison false) is out of range too.
+        inside = (value > low if above_low else value >= low) and value <= high
+        if not inside:
             raise PydanticCustomError(
                 "out_of_range",
                 "must be {lower} and at most {high}{unit}, got {value}",
@@ -265,24 +266,16 @@ PositiveDuration = Annotated[
 CallDuration = Annotated[PositiveDuration, AfterValidator(_call_duration)]
 #: A time in milliseconds: a finite number, not a string and not a bool.
 Milliseconds = Annotated[
-    float,
-    Strict(),
-    Field(allow_inf_nan=False),
-    _in_range(0, MAX_MILLISECONDS, above_low=True, unit=" (24 hours)"),
+    float, Strict(), _in_range(0, MAX_MILLISECONDS, above_low=True, unit=" (24 hours)")
 ]
 NonNegativeMilliseconds = Annotated[
-    float,
-    Strict(),
-    Field(allow_inf_nan=False),
-    _in_range(0, MAX_MILLISECONDS, unit=" (24 hours)"),
+    float, Strict(), _in_range(0, MAX_MILLISECONDS, unit=" (24 hours)")
 ]
 Count = Annotated[StrictInt, _in_range(0, MAX_COUNT)]
 CallCount = Annotated[StrictInt, _in_range(1, MAX_CALLS)]
 Seed = Annotated[StrictInt, _in_range(0, MAX_SEED)]
 #: A share such as a loss rate: more than 0, at most 1; a number, not text.
-Probability = Annotated[
-    float, Strict(), Field(allow_inf_nan=False), _in_range(0, 1, above_low=True)
-]
+Probability = Annotated[float, Strict(), _in_range(0, 1, above_low=True)]
 LoopbackAddress = Annotated[
     IPv4Address, BeforeValidator(_address_text), AfterValidator(_loopback)
 ]

@@ -164,10 +164,11 @@ def test_directory_given_as_a_file(tmp_path: Path) -> None:
 
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Faked: permission bits do not stop root, and the OS is not under test.
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(path: object, *args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    (tmp_path / "secret.yaml").write_text("name: x\nduration: 1s\n")
+    monkeypatch.setattr("agent.scenario.loader.os.open", denied)
     with pytest.raises(ScenarioError) as caught:
         load_scenario(tmp_path / "secret.yaml")
     assert str(caught.value) == (
