@@ -92,7 +92,6 @@ _WHAT_A_TAG_WANTS = {
     "float": "a number",
     "bool": "true or false",
     "timestamp": "a date or time such as 2026-01-31 or 2026-01-31T12:00:00Z",
-    "null": "null",
 }
 
 
@@ -109,9 +108,9 @@ class _ScenarioLoader(yaml.SafeLoader):
     """``SafeLoader`` whose constructor failures are YAML errors at the node.
 
     PyYAML's safe constructors raise ``ValueError`` (``!!int foo``, Python's
-    int-str limit), ``KeyError`` (``!!bool maybe``), ``AttributeError``
-    (``!!timestamp nope``) and friends: this is the one place they become a
-    located error instead of a traceback.
+    int-str limit), ``KeyError`` (``!!bool maybe``), ``IndexError``
+    (``!!int ''``), ``AttributeError`` (``!!timestamp nope``) and friends: this
+    is the one place they become a located error instead of a traceback.
     """
 
     def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
@@ -119,7 +118,13 @@ class _ScenarioLoader(yaml.SafeLoader):
             return super().construct_object(node, deep)
         except yaml.YAMLError:
             raise
-        except (ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        except (
+            ValueError,
+            TypeError,
+            LookupError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
             raise _UnreadableNode(node, _unreadable(node)) from exc
 
     def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:

@@ -50,8 +50,14 @@ def test_parse_duration_accepts(written: object, seconds: float) -> None:
         (None, "invalid duration null (use e.g. 500ms, 5s, 2m)"),
         ([1], "invalid duration a list (use e.g. 500ms, 5s, 2m)"),
         (math.inf, "inf is too long: a duration is at most 168h (7 days)"),
-        (-math.inf, "invalid duration -inf: a duration is a time from 0s to 168h (7 days)"),
-        (math.nan, "invalid duration nan: a duration is a time from 0s to 168h (7 days)"),
+        (
+            -math.inf,
+            "invalid duration -inf: a duration is a time from 0s to 168h (7 days)",
+        ),
+        (
+            math.nan,
+            "invalid duration nan: a duration is a time from 0s to 168h (7 days)",
+        ),
         (1e300, "1e+300 is too long: a duration is at most 168h (7 days)"),
         ("169h", "'169h' is too long: a duration is at most 168h (7 days)"),
         (604800.001, "604800.001 is too long: a duration is at most 168h (7 days)"),
