@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -93,11 +94,10 @@ def test_corpus_file_is_one_line_exit_2(name: str, command: str) -> None:
     ids=["fifo", "urandom", "zero"],
 )
 def test_special_files_are_refused_at_once(
-    tmp_path: Path, make: object, kind: str, command: str
+    tmp_path: Path, make: Callable[[Path], None], kind: str, command: str
 ) -> None:
     # D4/D5: a FIFO blocked for ever; /dev/zero was read until memory ran out.
     path = tmp_path / "special.yaml"
-    assert callable(make)
     make(path)
     proc = callagent(command, str(path), timeout=30)
     assert proc.returncode == 2
@@ -241,8 +241,7 @@ def _start(args: list[str]) -> subprocess.Popen[str]:
     )
 
 
-def _await(condition: object, what: str, timeout: float = 30) -> None:
-    assert callable(condition)
+def _await(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         if time.monotonic() > deadline:
