@@ -46,6 +46,7 @@ from agent.report.openmetrics import report_metrics_text
 from agent.report.schema import Verdict, call_verdict, load_report
 from agent.report.table import render_results, render_timeline
 from agent.report.writer import ReportWriter, write_text_atomic
+from agent.scenario.fields import MAX_SEED
 from agent.scenario.loader import load_scenarios, parse_scenario
 from agent.scenario.model import Scenario
 from agent.scenario.runner import RunProgress, ScenarioRunner
@@ -62,7 +63,6 @@ OUTPUT_FILE_OPTIONS = {
     "openmetrics": "--openmetrics",
 }
 OUTPUT_DIR_OPTIONS = {"report_dir": "--report-dir"}
-MAX_SEED = 2**64 - 1
 
 
 class _Parser(argparse.ArgumentParser):
@@ -173,8 +173,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _main(argv)
         except KeyboardInterrupt:
             # A second Ctrl-C: stop waiting for calls to hang up.
-            print("callagent: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return _interrupted()
+
+
+def _interrupted() -> int:
+    print("callagent: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def check_outputs(args: argparse.Namespace) -> None:
@@ -209,7 +213,7 @@ def _main(argv: Sequence[str] | None) -> int:
     try:
         check_outputs(args)
         if _interrupted_before_start(args):
-            raise KeyboardInterrupt
+            return _interrupted()
         code = _dispatch(args, console)
     except AgentError as exc:
         if args.debug:
@@ -218,12 +222,10 @@ def _main(argv: Sequence[str] | None) -> int:
             print(f"callagent: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, ScenarioError) else exc.exit_code
     except KeyboardInterrupt:
-        print("callagent: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted()
     if INTERRUPTS.received is not None and code != EXIT_INTERRUPTED:
         # Interrupted while the command finished anyway (check, report).
-        print("callagent: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted()
     return code
 
 

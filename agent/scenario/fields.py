@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Field,
     Strict,
     StrictInt,
     StrictStr,
@@ -41,6 +42,7 @@ __all__ = [
     "MAX_CALL_DURATION_S",
     "MAX_COUNT",
     "MAX_MILLISECONDS",
+    "MAX_SEED",
     "CallCount",
     "CallDuration",
     "Count",
@@ -275,7 +277,7 @@ Count = Annotated[StrictInt, _in_range(0, MAX_COUNT)]
 CallCount = Annotated[StrictInt, _in_range(1, MAX_CALLS)]
 Seed = Annotated[StrictInt, _in_range(0, MAX_SEED)]
 #: A share such as a loss rate: more than 0, at most 1; a number, not text.
-Probability = Annotated[float, Strict(), _in_range(0, 1, above_low=True)]
+Probability = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]
 LoopbackAddress = Annotated[
     IPv4Address, BeforeValidator(_address_text), AfterValidator(_loopback)
 ]
