@@ -2,8 +2,10 @@
 
 ::
 
-    AgentError                 root: the CLI prints str(exc) as one line, exit != 0
+    AgentError                 root: the CLI prints each of lines(), exit != 0
     ├── ScenarioError          bad input: a scenario file (names file, line, field)
+    │   └── ScenarioErrors     several files are bad: one ScenarioError each
+    ├── UsageError             bad input on the command line (an unwritable --report)
     ├── SignalingError         bad input from a remote: garbage SDP, bad HTTP answer
     ├── CallError              the call itself failed: ICE, DTLS or media
     └── NetworkLabError        the network lab cannot be built (missing privilege/tool)
@@ -20,6 +22,10 @@ class AgentError(Exception):
     """Root of every error callagent reports to a user."""
 
     exit_code = 1
+
+    def lines(self) -> list[str]:
+        """What the CLI prints: one line per problem (usually one)."""
+        return [str(self)]
 
 
 class ScenarioError(AgentError):
@@ -44,6 +50,29 @@ class ScenarioError(AgentError):
             where = path if line is None else f"{path}:{line}"
         parts = [p for p in (where, field) if p]
         super().__init__(": ".join([*parts, message]))
+
+
+class ScenarioErrors(ScenarioError):
+    """Several scenario files are invalid: every one is reported, not the first.
+
+    A suite run with one broken file would otherwise take one fix-and-rerun
+    per file to learn what is broken.
+    """
+
+    def __init__(self, errors: list[ScenarioError]) -> None:
+        self.errors = list(errors)
+        count = len(self.errors)
+        super().__init__(f"{count} scenario file{'s' if count != 1 else ''} invalid")
+
+    def lines(self) -> list[str]:
+        return [line for error in self.errors for line in error.lines()]
+
+
+class UsageError(AgentError):
+    """A command-line value cannot be used (an output path that cannot be
+    written, an empty path). The message names the option and the reason."""
+
+    exit_code = 2
 
 
 class SignalingError(AgentError):

@@ -22,12 +22,11 @@ import contextlib
 import logging
 import os
 import platform
-import signal
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import aioice
 import aiortc
@@ -38,6 +37,8 @@ from rich.table import Table
 import agent
 from agent.call.calls import Call, CallConfig, LoopbackCall
 from agent.call.remote import WhipClientCall
+from agent.cli.interrupts import INTERRUPTS, Interrupts
+from agent.cli.outputs import check_output_dir, check_output_file, output_path
 from agent.cli.serve import add_serve_parser, cmd_serve
 from agent.errors import AgentError, ScenarioError
 from agent.report.junit import junit_xml
@@ -45,6 +46,7 @@ from agent.report.openmetrics import report_metrics_text
 from agent.report.schema import Verdict, call_verdict, load_report
 from agent.report.table import render_results, render_timeline
 from agent.report.writer import ReportWriter, write_text_atomic
+from agent.scenario.fields import MAX_SEED
 from agent.scenario.loader import load_scenarios, parse_scenario
 from agent.scenario.model import Scenario
 from agent.scenario.runner import RunProgress, ScenarioRunner
@@ -55,9 +57,37 @@ logger = logging.getLogger("agent.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
+#: Options naming a file the command writes; checked before anything runs.
+OUTPUT_FILE_OPTIONS = {
+    "report": "--report",
+    "junit": "--junit",
+    "openmetrics": "--openmetrics",
+}
+OUTPUT_DIR_OPTIONS = {"report_dir": "--report-dir"}
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        # One line, like every other bad input; the usage is one --help away.
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number, got {text[:40]!r}"
+        ) from None
+    if not 0 <= seed <= MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be between 0 and {MAX_SEED}, got {seed}"
+        )
+    return seed
+
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="callagent",
         description="WebRTC test-call agent: real DTLS-SRTP/ICE calls, counting "
         "DTLS rehandshakes and ICE restarts.",
@@ -75,12 +105,18 @@ def build_parser() -> argparse.ArgumentParser:
         "scenarios", nargs="+", type=Path, help="scenario files or directories"
     )
     run.add_argument(
-        "--report", type=Path, help="write the JSON report here (atomically, per call)"
+        "--report",
+        type=output_path,
+        help="write the JSON report here (atomically, per call)",
     )
-    run.add_argument("--junit", type=Path, help="also write JUnit XML here")
-    run.add_argument("--openmetrics", type=Path, help="also write Prometheus text here")
+    run.add_argument("--junit", type=output_path, help="also write JUnit XML here")
     run.add_argument(
-        "--seed", type=int, help="seed for every random choice (recorded in the report)"
+        "--openmetrics", type=output_path, help="also write Prometheus text here"
+    )
+    run.add_argument(
+        "--seed",
+        type=_seed,
+        help="seed for every random choice (recorded in the report)",
     )
     run.add_argument(
         "--quiet", action="store_true", help="no live progress, only the results table"
@@ -94,8 +130,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument(
         "--timeline", action="store_true", help="print each call's event timeline"
     )
-    report.add_argument("--junit", type=Path)
-    report.add_argument("--openmetrics", type=Path)
+    report.add_argument("--junit", type=output_path)
+    report.add_argument("--openmetrics", type=output_path)
 
     sub.add_parser("steps", help="list the scenario steps")
 
@@ -120,10 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("CALLAGENT_TOKEN"),
         help="bearer token for the endpoint (default: $CALLAGENT_TOKEN)",
     )
-    call.add_argument("--report", type=Path, help="write the JSON report here")
-    call.add_argument("--junit", type=Path, help="also write JUnit XML here")
-    call.add_argument("--openmetrics", type=Path, help="also write Prometheus text")
-    call.add_argument("--seed", type=int, help="seed for every random choice")
+    call.add_argument("--report", type=output_path, help="write the JSON report here")
+    call.add_argument("--junit", type=output_path, help="also write JUnit XML here")
+    call.add_argument(
+        "--openmetrics", type=output_path, help="also write Prometheus text"
+    )
+    call.add_argument("--seed", type=_seed, help="seed for every random choice")
     call.add_argument("--quiet", action="store_true", help="no live progress")
 
     add_serve_parser(sub)
@@ -131,6 +169,38 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    with INTERRUPTS.installed():
+        try:
+            return _main(argv)
+        except KeyboardInterrupt:
+            # A second Ctrl-C: stop waiting for calls to hang up.
+            return _interrupted()
+
+
+def _interrupted() -> int:
+    print("callagent: interrupted", file=sys.stderr)
+    return EXIT_INTERRUPTED
+
+
+def check_outputs(args: argparse.Namespace) -> None:
+    """Every output path of the command, checked before any call is placed."""
+    for dest, option in OUTPUT_FILE_OPTIONS.items():
+        path = getattr(args, dest, None)
+        if path is not None:
+            check_output_file(path, option)
+    for dest, option in OUTPUT_DIR_OPTIONS.items():
+        path = getattr(args, dest, None)
+        if path is not None:
+            check_output_dir(path, option)
+
+
+def _interrupted_before_start(args: argparse.Namespace) -> bool:
+    # run/call go on: they stop before their first call and write a report
+    # marked incomplete (Interrupts.cancelling); the rest just stop.
+    return INTERRUPTS.received is not None and args.command not in ("run", "call")
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.WARNING,
@@ -142,43 +212,38 @@ def main(argv: Sequence[str] | None = None) -> int:
         # columns (rich's default without a terminal).
         console = Console(width=140)
     try:
-        if args.command == "run":
-            return asyncio.run(cmd_run(args, console))
-        if args.command == "check":
-            return cmd_check(args, console)
-        if args.command == "report":
-            return cmd_report(args, console)
-        if args.command == "steps":
-            return cmd_steps(console)
-        if args.command == "call":
-            return asyncio.run(cmd_call(args, console))
-        if args.command == "serve":
-            return asyncio.run(cmd_serve(args, console, run_metadata))
+        check_outputs(args)
+        if _interrupted_before_start(args):
+            return _interrupted()
+        code = _dispatch(args, console)
     except AgentError as exc:
         if args.debug:
             logger.exception("failed")
-        print(f"callagent: {exc}", file=sys.stderr)
+        for line in exc.lines():
+            print(f"callagent: {line}", file=sys.stderr)
         return EXIT_BAD_INPUT if isinstance(exc, ScenarioError) else exc.exit_code
     except KeyboardInterrupt:
-        print("callagent: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted()
+    if INTERRUPTS.received is not None and code != EXIT_INTERRUPTED:
+        # Interrupted while the command finished anyway (check, report).
+        return _interrupted()
+    return code
+
+
+def _dispatch(args: argparse.Namespace, console: Console) -> int:
+    if args.command == "run":
+        return asyncio.run(cmd_run(args, console))
+    if args.command == "check":
+        return cmd_check(args, console)
+    if args.command == "report":
+        return cmd_report(args, console)
+    if args.command == "steps":
+        return cmd_steps(console)
+    if args.command == "call":
+        return asyncio.run(cmd_call(args, console))
+    if args.command == "serve":
+        return asyncio.run(cmd_serve(args, console, run_metadata))
     return EXIT_BAD_INPUT
-
-
-def expand_paths(paths: Sequence[Path]) -> list[Path]:
-    """Directories expand to their *.yaml files, sorted, so a suite is a folder."""
-    out: list[Path] = []
-    for path in paths:
-        if path.is_dir():
-            found = sorted([*path.glob("*.yaml"), *path.glob("*.yml")])
-            if not found:
-                raise ScenarioError(
-                    "directory has no .yaml scenario files", path=str(path)
-                )
-            out.extend(found)
-        else:
-            out.append(path)
-    return out
 
 
 def run_metadata(seed: int) -> dict[str, Any]:
@@ -198,7 +263,7 @@ def run_metadata(seed: int) -> dict[str, Any]:
 
 
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
-    scenarios = load_scenarios(expand_paths(args.scenarios))
+    scenarios = load_scenarios(args.scenarios)
     return await run_scenarios(args, console, scenarios)
 
 
@@ -234,14 +299,13 @@ async def run_scenarios(
 
     interrupted: str | None = None
     main_task = asyncio.current_task()
-    loop = asyncio.get_running_loop()
-    with _cancel_on_signals(loop, main_task):
+    with _cancel_on_signals(main_task) as signals:
         live = not args.quiet and console.is_terminal
         try:
             with _progress_display(console, progress, enabled=live):
                 await runner.run(scenarios)
         except asyncio.CancelledError:
-            interrupted = "SIGINT"
+            interrupted = signals.received or "SIGINT"
             if main_task is not None:
                 main_task.uncancel()
     if writer is not None:
@@ -287,25 +351,15 @@ async def cmd_call(args: argparse.Namespace, console: Console) -> int:
 
 
 @contextlib.contextmanager
-def _cancel_on_signals(
-    loop: asyncio.AbstractEventLoop, task: asyncio.Task[Any] | None
-) -> Iterator[None]:
-    """SIGINT/SIGTERM cancel the run; calls hang up and their results are kept."""
-    if task is None:
-        yield
-        return
-    installed = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        try:
-            loop.add_signal_handler(sig, task.cancel)
-            installed.append(sig)
-        except (NotImplementedError, RuntimeError):
-            pass
-    try:
-        yield
-    finally:
-        for sig in installed:
-            loop.remove_signal_handler(sig)
+def _cancel_on_signals(task: asyncio.Task[Any] | None) -> Iterator[Interrupts]:
+    """SIGINT/SIGTERM cancel the run; calls hang up and their results are kept.
+    ``received`` names the signal, for the report's ``interrupted``."""
+    with INTERRUPTS.installed():  # already, under main(); not when embedded
+        if task is None:
+            yield INTERRUPTS
+            return
+        with INTERRUPTS.cancelling(task):
+            yield INTERRUPTS
 
 
 @contextlib.contextmanager
@@ -347,7 +401,7 @@ async def _refresh(live: Live, render: Any) -> None:
 
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
-    scenarios = load_scenarios(expand_paths(args.scenarios))
+    scenarios = load_scenarios(args.scenarios)
     for scenario in scenarios:
         console.print(
             f"ok  {scenario.name}: {len(scenario.steps)} steps, {scenario.duration:g} s"

@@ -6,7 +6,10 @@ A duration is stored as a ``float`` of seconds. A bare number (YAML ``10`` or
 
 Negative, non-finite and boolean values are refused: YAML turns ``yes``/``on``
 into ``true``, and ``true`` silently becoming one second is the kind of
-surprise a test scenario must not have.
+surprise a test scenario must not have. So is anything longer than
+:data:`MAX_DURATION_S` (7 days): every duration ends up in a timer, a
+``timedelta`` or a certificate's validity, and ``1.0e+300`` seconds would pass
+a check only to overflow one of those mid-run.
 
 This module sits below both :mod:`agent.scenario.model` and
 :mod:`agent.scenario.steps` so step parameter models can use :data:`Duration`
@@ -22,7 +25,20 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-__all__ = ["Duration", "describe_value", "format_duration", "parse_duration"]
+__all__ = [
+    "MAX_DURATION_S",
+    "Duration",
+    "describe_value",
+    "format_duration",
+    "parse_duration",
+]
+
+#: The longest duration any field takes (7 days): longer than any call or
+#: timer a scenario can mean, far below what datetime/timedelta can hold.
+MAX_DURATION_S = 7 * 86400.0
+#: Values echoed in messages are cut to this many characters: a message is
+#: one readable line even when the file holds a 5,000-character scalar.
+_MAX_SHOWN = 40
 
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 _DURATION = re.compile(
@@ -38,6 +54,8 @@ def describe_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if len(value) > _MAX_SHOWN:
+            return f"{value[:_MAX_SHOWN]!r}... ({len(value)} characters)"
         return repr(value)
     if isinstance(value, int | float):
         return _plain_number(value)
@@ -50,8 +68,14 @@ def describe_value(value: Any) -> str:
 
 def _plain_number(number: float) -> str:
     """``10`` not ``10.0``, ``1.5`` not ``1.500000``; micro-unit precision is plenty."""
-    if isinstance(number, int) or not math.isfinite(number):
-        return str(number)
+    if isinstance(number, int):
+        if abs(number) < 10**_MAX_SHOWN:
+            return str(number)
+        # str() of a huge int is slow, then refused (Python's int-str limit).
+        digits = int(number.bit_length() * math.log10(2)) + 1
+        return f"a number of about {digits} digits"
+    if not math.isfinite(number) or abs(number) >= 1e15:
+        return f"{number:g}"
     return f"{number:.3f}".rstrip("0").rstrip(".") or "0"
 
 
@@ -71,8 +95,25 @@ def _negative(value: Any) -> PydanticCustomError:
     )
 
 
+def _too_long(value: Any) -> PydanticCustomError:
+    return PydanticCustomError(
+        "duration_too_long",
+        "{value} is too long: a duration is at most {limit} (7 days)",
+        {"value": describe_value(value), "limit": format_duration(MAX_DURATION_S)},
+    )
+
+
+def _not_finite(value: Any) -> PydanticCustomError:
+    return PydanticCustomError(
+        "duration",
+        "invalid duration {value}: a duration is a time from 0s to {limit} (7 days)",
+        {"value": describe_value(value), "limit": format_duration(MAX_DURATION_S)},
+    )
+
+
 def parse_duration(value: Any) -> float:
-    """Seconds from ``10s``/``500ms``/``2m``/``1h``/a bare number of seconds.
+    """Seconds from ``10s``/``500ms``/``2m``/``1h``/a bare number of seconds,
+    finite and at most :data:`MAX_DURATION_S`.
 
     Raises :class:`pydantic_core.PydanticCustomError` (so it can run inside
     pydantic validation and keep the field's location) on anything else.
@@ -93,9 +134,11 @@ def parse_duration(value: Any) -> float:
     else:
         raise _invalid(value)
     if not math.isfinite(seconds):
-        raise _invalid(value)
+        raise _too_long(value) if seconds > 0 else _not_finite(value)
     if seconds < 0:
         raise _negative(value)
+    if seconds > MAX_DURATION_S:
+        raise _too_long(value)
     return seconds
 
 
@@ -112,5 +155,5 @@ def format_duration(seconds: float) -> str:
     return f"{_plain_number(seconds)}s"
 
 
-#: A non-negative duration in seconds, written in files as ``10s``/``500ms``/...
+#: A duration in seconds from 0 to 7 days, written in files as ``10s``/``500ms``/...
 Duration = Annotated[float, BeforeValidator(parse_duration)]

@@ -30,19 +30,33 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from agent.scenario.duration import describe_value, parse_duration
+from agent.scenario.duration import (
+    describe_value,
+    format_duration,
+    parse_duration,
+)
 
 __all__ = [
     "LOOPBACK",
+    "MAX_CALLS",
+    "MAX_CALL_DURATION_S",
+    "MAX_COUNT",
+    "MAX_MILLISECONDS",
+    "MAX_SEED",
+    "CallCount",
+    "CallDuration",
     "Count",
     "Loc",
     "LoopbackAddress",
     "Milliseconds",
     "NonNegativeMilliseconds",
     "PositiveDuration",
+    "Probability",
     "Section",
+    "Seed",
     "Slug",
     "fail",
+    "key_name",
     "located_error",
     "raise_errors",
     "unknown_key_errors",
@@ -54,6 +68,20 @@ Loc = tuple[str | int, ...]
 #: Loopback calls bind loopback only: a scenario must never put test traffic
 #: (or a blackhole/rebind fault) on a real interface by a typo.
 LOOPBACK = IPv4Network("127.0.0.0/8")
+
+# Ranges. Every number a file can hold has one, said in the error, so that
+# ``check`` accepts only what ``run`` can run (a billion concurrent calls or a
+# 1e300-second timer passed a check once and then hung or overflowed the run).
+#: One call lasts at most a day; a soak is many calls, not one endless one.
+MAX_CALL_DURATION_S = 86400.0
+#: Concurrent copies of one scenario's call (each holds sockets and a task).
+MAX_CALLS = 1000
+#: A millisecond figure (a gap, a setup time): at most a call's length.
+MAX_MILLISECONDS = MAX_CALL_DURATION_S * 1000
+#: An expected count (events, packets): far above a day of 10 ms packets.
+MAX_COUNT = 10**9
+#: Seeds are recorded in reports and replayed; 64 bits is plenty.
+MAX_SEED = 2**64 - 1
 
 
 # --- raising errors at a location -------------------------------------------
@@ -91,14 +119,26 @@ def unknown_key_message(key: object, known: Collection[str], kind: str) -> str:
     return f"unknown {kind}"
 
 
+def key_name(key: object) -> str:
+    """A mapping key as a location part, spelt as YAML writes it.
+
+    YAML keys may be ints, bools or null (``~: x``); a location part that is
+    an int would read as a list index (``[1]``), and ``None`` reads as Python.
+    """
+    if key is None or isinstance(key, bool):
+        return describe_value(key)
+    return str(key)
+
+
 def unknown_key_errors(
     data: Mapping[Any, Any], known: Collection[str], kind: str
 ) -> list[InitErrorDetails]:
-    # str(key): YAML keys may be ints or bools; a location part that is an
-    # int would read as a list index (``[1]``).
     return [
         located_error(
-            (str(key),), "unknown_field", unknown_key_message(key, known, kind), key
+            (key_name(key),),
+            "unknown_field",
+            unknown_key_message(key_name(key), known, kind),
+            key,
         )
         for key in data
         if key not in known
@@ -138,12 +178,68 @@ def _positive_duration(seconds: float) -> float:
     return seconds
 
 
+def _call_duration(seconds: float) -> float:
+    if seconds > MAX_CALL_DURATION_S:
+        raise PydanticCustomError(
+            "call_too_long",
+            "{value} is too long: a call lasts at most {limit}",
+            {
+                "value": format_duration(seconds),
+                "limit": format_duration(MAX_CALL_DURATION_S),
+            },
+        )
+    return seconds
+
+
+def _in_range(
+    low: float, high: float, *, above_low: bool = False, unit: str = ""
+) -> AfterValidator:
+    """A range check whose message states the whole range, not one bound."""
+    lower = f"more than {low:g}" if above_low else f"at least {low:g}"
+
+    def check(value: float) -> float:
+        # Written so that NaN (every comparison false) is out of range too.
+        inside = (value > low if above_low else value >= low) and value <= high
+        if not inside:
+            raise PydanticCustomError(
+                "out_of_range",
+                "must be {lower} and at most {high}{unit}, got {value}",
+                {
+                    "lower": lower,
+                    "high": describe_value(high),
+                    "unit": unit,
+                    "value": describe_value(value),
+                },
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _address_text(value: Any) -> Any:
+    # pydantic would take the int 2130706433 for 127.0.0.1; a file that
+    # writes a number there meant something else.
+    if isinstance(value, str | IPv4Address):
+        return value
+    raise PydanticCustomError(
+        "ip_v4_address", "not an address", {"value": describe_value(value)}
+    )
+
+
 def _loopback(address: IPv4Address) -> IPv4Address:
     if address not in LOOPBACK:
         raise PydanticCustomError(
             "not_loopback",
             "{address} is not a loopback address; calls bind loopback only "
             "(127.0.0.0/8)",
+            {"address": str(address)},
+        )
+    if address in (LOOPBACK.network_address, LOOPBACK.broadcast_address):
+        # Linux lets a socket bind these, but nothing answers from them:
+        # the call would fail at ICE, after the check said the file was fine.
+        raise PydanticCustomError(
+            "not_host_address",
+            "{address} is not a host address; use 127.0.0.1 to 127.255.255.254",
             {"address": str(address)},
         )
     return address
@@ -164,12 +260,25 @@ def _slug(name: str) -> str:
     return name
 
 
+#: More than 0 s, at most 7 days (:data:`~agent.scenario.duration.MAX_DURATION_S`).
 PositiveDuration = Annotated[
     float, BeforeValidator(parse_duration), AfterValidator(_positive_duration)
 ]
-#: A time in milliseconds: a number, not a string and not a bool.
-Milliseconds = Annotated[float, Strict(), Field(gt=0, allow_inf_nan=False)]
-NonNegativeMilliseconds = Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]
-Count = Annotated[StrictInt, Field(ge=0)]
-LoopbackAddress = Annotated[IPv4Address, AfterValidator(_loopback)]
+#: A call's length: more than 0 s, at most 24 h.
+CallDuration = Annotated[PositiveDuration, AfterValidator(_call_duration)]
+#: A time in milliseconds: a finite number, not a string and not a bool.
+Milliseconds = Annotated[
+    float, Strict(), _in_range(0, MAX_MILLISECONDS, above_low=True, unit=" (24 hours)")
+]
+NonNegativeMilliseconds = Annotated[
+    float, Strict(), _in_range(0, MAX_MILLISECONDS, unit=" (24 hours)")
+]
+Count = Annotated[StrictInt, _in_range(0, MAX_COUNT)]
+CallCount = Annotated[StrictInt, _in_range(1, MAX_CALLS)]
+Seed = Annotated[StrictInt, _in_range(0, MAX_SEED)]
+#: A share such as a loss rate: more than 0, at most 1; a number, not text.
+Probability = Annotated[float, Strict(), Field(gt=0, le=1, allow_inf_nan=False)]
+LoopbackAddress = Annotated[
+    IPv4Address, BeforeValidator(_address_text), AfterValidator(_loopback)
+]
 Slug = Annotated[StrictStr, AfterValidator(_slug)]

@@ -7,10 +7,15 @@ Loading is the one boundary where foreign exceptions (``OSError``,
 become :class:`~agent.errors.ScenarioError`, always ``raise ... from exc``.
 
 1. Read bytes (their sha256 is what the report records as "what ran"), decode
-   UTF-8.
+   UTF-8. Only regular files, at most :data:`MAX_FILE_BYTES`: a FIFO would
+   block ``check`` for ever and ``/dev/zero`` would be read until memory
+   runs out.
 2. *Compose* the YAML into a node tree with PyYAML's ``SafeLoader``: nodes
    still carry their line numbers, and only the safe constructors exist, so
-   this is exactly as safe as ``yaml.safe_load``.
+   this is exactly as safe as ``yaml.safe_load``. A constructor that fails
+   on a node (``!!int foo``, ``!!timestamp nope``, a 5,000-digit number)
+   raises whatever Python raised; :class:`_ScenarioLoader` turns that into a
+   YAML error at the node, so it too names its line and field.
 3. Walk the nodes once, recording the line of every field path
    (``('steps', 2, 'at') -> 12``) and rejecting duplicate keys, which YAML
    forbids but PyYAML silently resolves as "last one wins" (a scenario
@@ -22,14 +27,18 @@ become :class:`~agent.errors.ScenarioError`, always ``raise ... from exc``.
    from the file, and phrase it for a person: ``scenarios/x.yaml:12:
    steps[2].at: invalid duration '5q' (use e.g. 500ms, 5s, 2m)``.
 
-Only the first problem is reported (fix, rerun, like a compiler stopping at
-its first error); the message says how many more there were.
+Only the first problem of a file is reported (fix, rerun, like a compiler
+stopping at its first error); the message says how many more there were.
+:func:`load_scenarios` reads every file before it raises, so a suite with
+several broken files lists each of them, one line per file.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+import os
+import stat
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +46,9 @@ import yaml
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from agent.errors import ScenarioError
+from agent.errors import ScenarioError, ScenarioErrors
 from agent.scenario.duration import describe_value
+from agent.scenario.fields import key_name
 from agent.scenario.model import Scenario, ScenarioSource
 
 __all__ = ["field_label", "load_scenario", "load_scenarios", "parse_scenario"]
@@ -47,6 +57,13 @@ FieldPath = tuple[str | int, ...]
 
 #: File suffixes picked up when a directory is given to :func:`load_scenarios`.
 SCENARIO_SUFFIXES = (".yaml", ".yml")
+
+#: A scenario is a page of text; the largest built-in one is under 2 KiB.
+MAX_FILE_BYTES = 1 << 20
+
+#: Longest integer literal read (sign and ``_`` included). No field takes
+#: more than 20 digits; Python refuses to parse more than 4,300 anyway.
+MAX_NUMBER_CHARS = 32
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
 
@@ -69,20 +86,102 @@ def field_label(path: FieldPath) -> str | None:
 
 # --- YAML -> data, with lines -------------------------------------------------
 
+_TAG_PREFIX = "tag:yaml.org,2002:"
+_WHAT_A_TAG_WANTS = {
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+    "timestamp": "a date or time such as 2026-01-31 or 2026-01-31T12:00:00Z",
+}
+
+
+class _UnreadableNode(yaml.constructor.ConstructorError):
+    """A node no safe constructor could turn into a value."""
+
+    def __init__(self, node: yaml.Node, reason: str) -> None:
+        super().__init__(None, None, reason, node.start_mark)
+        self.node = node
+        self.reason = reason
+
+
+class _ScenarioLoader(yaml.SafeLoader):
+    """``SafeLoader`` whose constructor failures are YAML errors at the node.
+
+    PyYAML's safe constructors raise ``ValueError`` (``!!int foo``, Python's
+    int-str limit), ``KeyError`` (``!!bool maybe``), ``IndexError``
+    (``!!int ''``), ``AttributeError`` (``!!timestamp nope``) and friends: this
+    is the one place they become a located error instead of a traceback.
+    """
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (
+            ValueError,
+            TypeError,
+            LookupError,
+            AttributeError,
+            ArithmeticError,
+        ) as exc:
+            raise _UnreadableNode(node, _unreadable(node)) from exc
+
+    def construct_yaml_int(self, node: yaml.ScalarNode) -> Any:
+        value = node.value
+        if isinstance(value, str) and len(value) > MAX_NUMBER_CHARS:
+            raise _UnreadableNode(
+                node,
+                f"a {len(value)}-character number is too long "
+                f"(at most {MAX_NUMBER_CHARS} characters)",
+            )
+        return super().construct_yaml_int(node)
+
+
+_ScenarioLoader.add_constructor(_TAG_PREFIX + "int", _ScenarioLoader.construct_yaml_int)
+
+
+def _unreadable(node: yaml.Node) -> str:
+    tag = str(node.tag)
+    short = tag.removeprefix(_TAG_PREFIX)
+    shown = f"!!{short}" if tag.startswith(_TAG_PREFIX) else tag
+    wanted = _WHAT_A_TAG_WANTS.get(short)
+    value = node.value if isinstance(node, yaml.ScalarNode) else None
+    what = describe_value(value) if value is not None else "this node"
+    if wanted is None:
+        return f"cannot read {what} as {shown}"
+    return f"cannot read {what} as {wanted} ({shown})"
+
+
+class _NoPath:
+    """Merge keys and non-scalar keys have no field path."""
+
+
+_NO_PATH = _NoPath()
+
 
 def _key_of(loader: yaml.SafeLoader, key_node: yaml.Node) -> Any:
-    """The key as Python will see it (``1`` an int, ``on`` a bool), or None
-    for merge keys and non-scalar keys, which have no field path."""
+    """The key as Python will see it (``1`` an int, ``on`` a bool, ``~``
+    None), or ``_NO_PATH``."""
     if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
-        return None
+        return _NO_PATH
     return loader.construct_object(key_node)
 
 
 def _map_lines(
-    loader: yaml.SafeLoader, root: yaml.Node, path: str
+    loader: yaml.SafeLoader,
+    root: yaml.Node,
+    path: str,
+    node_paths: dict[int, FieldPath],
 ) -> dict[FieldPath, int]:
-    """Line (1-based) of every field path; raises on a duplicate key."""
+    """Line (1-based) of every field path; raises on a duplicate key.
+
+    ``node_paths`` is filled as nodes are met (``id(node)`` -> field path; a
+    key node maps to its mapping's path), so a constructor failure, even one
+    raised from here, can name its field.
+    """
     lines: dict[FieldPath, int] = {(): root.start_mark.line + 1}
+    node_paths[id(root)] = ()
     visited: set[int] = set()  # aliases share nodes; visit each once
     pending: list[tuple[yaml.Node, FieldPath]] = [(root, ())]
     while pending:
@@ -94,13 +193,14 @@ def _map_lines(
         if isinstance(node, yaml.MappingNode):
             first_seen: dict[Any, int] = {}
             for key_node, value_node in node.value:
+                node_paths.setdefault(id(key_node), node_path)
                 key = _key_of(loader, key_node)
-                if key is None:
+                if key is _NO_PATH:
                     continue
                 line = key_node.start_mark.line + 1
-                # Mapping keys are strings in a location (see model._unknown_keys);
+                # Mapping keys are strings in a location (fields.key_name);
                 # ints there are list indexes.
-                child = (*node_path, str(key))
+                child = (*node_path, key_name(key))
                 if key in first_seen:
                     raise ScenarioError(
                         f"duplicate key (first set on line {first_seen[key]})",
@@ -110,11 +210,13 @@ def _map_lines(
                     )
                 first_seen[key] = line
                 lines[child] = line
+                node_paths.setdefault(id(value_node), child)
                 children.append((value_node, child))
         elif isinstance(node, yaml.SequenceNode):
             for index, item in enumerate(node.value):
                 child = (*node_path, index)
                 lines[child] = item.start_mark.line + 1
+                node_paths.setdefault(id(item), child)
                 children.append((item, child))
         # Depth-first in document order, so the first duplicate found is the
         # first one in the file.
@@ -134,8 +236,35 @@ def _yaml_error(exc: yaml.YAMLError, path: str) -> ScenarioError:
     return ScenarioError(f"invalid YAML: {exc}", path=path)
 
 
+def _reader_error(exc: yaml.reader.ReaderError, text: str, path: str) -> ScenarioError:
+    # Raised before any node exists: PyYAML checks the whole text up front.
+    character = exc.character
+    code = character if isinstance(character, int) else ord(character)
+    return ScenarioError(
+        f"invalid YAML: character U+{code:04X} is not allowed in a YAML file "
+        "(write it as an escape such as \\x00 inside double quotes)",
+        path=path,
+        line=text.count("\n", 0, exc.position) + 1,
+    )
+
+
+def _unreadable_error(
+    exc: _UnreadableNode, path: str, node_paths: Mapping[int, FieldPath]
+) -> ScenarioError:
+    return ScenarioError(
+        exc.reason,
+        path=path,
+        line=exc.node.start_mark.line + 1,
+        field=field_label(node_paths.get(id(exc.node), ())),
+    )
+
+
 def _compose(text: str, path: str) -> tuple[Any, dict[FieldPath, int]]:
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = _ScenarioLoader(text)
+    except yaml.reader.ReaderError as exc:
+        raise _reader_error(exc, text, path) from exc
+    node_paths: dict[int, FieldPath] = {}
     try:
         root = loader.get_single_node()
         if root is None:
@@ -144,8 +273,10 @@ def _compose(text: str, path: str) -> tuple[Any, dict[FieldPath, int]]:
                 path=path,
             )
         # Lines first: constructing flattens merge keys in place.
-        lines = _map_lines(loader, root, path)
+        lines = _map_lines(loader, root, path, node_paths)
         data = loader.construct_document(root)
+    except _UnreadableNode as exc:
+        raise _unreadable_error(exc, path, node_paths) from exc
     except yaml.YAMLError as exc:
         raise _yaml_error(exc, path) from exc
     except RecursionError as exc:
@@ -276,16 +407,66 @@ def parse_scenario(text: str, path: str = "<string>") -> Scenario:
     return _parse(text, path, sha256)[0]
 
 
-def _read(path: Path, label: str) -> tuple[str, str]:
+_FILE_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def _check_regular(mode: int, size: int, label: str) -> None:
+    if not stat.S_ISREG(mode):
+        kind = next((name for test, name in _FILE_KINDS if test(mode)), "special")
+        if stat.S_ISDIR(mode):
+            raise ScenarioError("is a directory, not a scenario file", path=label)
+        raise ScenarioError(
+            f"is {kind}, not a regular file; scenarios are read from regular "
+            "files only",
+            path=label,
+        )
+    if size > MAX_FILE_BYTES:
+        raise ScenarioError(
+            f"file is too big ({size:,} bytes); a scenario file is at most "
+            f"{MAX_FILE_BYTES // (1 << 20)} MiB",
+            path=label,
+        )
+
+
+def _read_bytes(path: Path, label: str) -> bytes:
+    """The file's bytes: a regular file of at most MAX_FILE_BYTES, or an error.
+
+    stat() first, so a device or FIFO is never even opened (opening some
+    devices has effects); then open non-blocking and fstat() the open file,
+    so a file swapped for a FIFO in between cannot block us either.
+    """
     try:
-        raw = path.read_bytes()
+        info = os.stat(path)
+        _check_regular(info.st_mode, info.st_size, label)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError as exc:
         raise ScenarioError("file not found", path=label) from exc
-    except IsADirectoryError as exc:
-        raise ScenarioError("is a directory, not a scenario file", path=label) from exc
     except OSError as exc:
         reason = (exc.strerror or str(exc)).lower()
         raise ScenarioError(f"cannot read file: {reason}", path=label) from exc
+    try:
+        info = os.fstat(fd)
+        _check_regular(info.st_mode, info.st_size, label)
+        # One byte more than allowed: a file growing while read is caught.
+        with os.fdopen(fd, "rb", closefd=False) as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        _check_regular(info.st_mode, len(raw), label)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ScenarioError(f"cannot read file: {reason}", path=label) from exc
+    finally:
+        os.close(fd)
+    return raw
+
+
+def _read(path: Path, label: str) -> tuple[str, str]:
+    raw = _read_bytes(path, label)
     try:
         # utf-8-sig: editors on Windows like to prepend a BOM.
         text = raw.decode("utf-8-sig")
@@ -312,38 +493,61 @@ def load_scenario(path: str | Path) -> Scenario:
     return _load(path)[0]
 
 
-def _expand(paths: Iterable[str | Path]) -> Iterator[str | Path]:
-    for path in paths:
-        as_path = Path(path)
-        if not as_path.is_dir():
-            yield path
-            continue
-        found = sorted(
-            child for child in as_path.iterdir() if child.suffix in SCENARIO_SUFFIXES
+def _expand(path: str | Path) -> list[str | Path]:
+    as_path = Path(path)
+    if not as_path.is_dir():
+        return [path]
+    try:
+        children = list(as_path.iterdir())
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        raise ScenarioError(f"cannot list directory: {reason}", path=str(path)) from exc
+    found = sorted(child for child in children if child.suffix in SCENARIO_SUFFIXES)
+    if not found:
+        raise ScenarioError(
+            f"directory holds no scenario files ({', '.join(SCENARIO_SUFFIXES)})",
+            path=str(path),
         )
-        if not found:
-            raise ScenarioError(
-                f"directory holds no scenario files ({', '.join(SCENARIO_SUFFIXES)})",
-                path=str(path),
-            )
-        yield from found
+    return list(found)
 
 
 def load_scenarios(paths: Iterable[str | Path]) -> list[Scenario]:
     """Load files in order (a directory contributes its ``*.yaml``/``*.yml``
-    files, sorted). Names must be unique: reports and metrics key on them."""
+    files, sorted). Names must be unique: reports and metrics key on them.
+
+    Every file is read before anything is raised: one bad file is a
+    :class:`ScenarioError`, several are a :class:`ScenarioErrors` listing each.
+    """
     scenarios: list[Scenario] = []
+    errors: list[ScenarioError] = []
     first_file: dict[str, str] = {}
-    for path in _expand(paths):
-        scenario, lines = _load(path)
-        if scenario.name in first_file:
-            raise ScenarioError(
-                f"{scenario.name!r} is already the name of the scenario in "
-                f"{first_file[scenario.name]}",
-                path=str(path),
-                line=lines.get(("name",)),
-                field="name",
-            )
-        first_file[scenario.name] = str(path)
-        scenarios.append(scenario)
+    for given in paths:
+        try:
+            files = _expand(given)
+        except ScenarioError as exc:
+            errors.append(exc)
+            continue
+        for path in files:
+            try:
+                scenario, lines = _load(path)
+            except ScenarioError as exc:
+                errors.append(exc)
+                continue
+            if scenario.name in first_file:
+                errors.append(
+                    ScenarioError(
+                        f"{scenario.name!r} is already the name of the scenario "
+                        f"in {first_file[scenario.name]}",
+                        path=str(path),
+                        line=lines.get(("name",)),
+                        field="name",
+                    )
+                )
+                continue
+            first_file[scenario.name] = str(path)
+            scenarios.append(scenario)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise ScenarioErrors(errors)
     return scenarios

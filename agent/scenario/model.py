@@ -75,11 +75,14 @@ from agent.scenario.expectations import (
     ThresholdSettings,
 )
 from agent.scenario.fields import (
+    CallCount,
+    CallDuration,
     Loc,
     LoopbackAddress,
     Milliseconds,
     PositiveDuration,
     Section,
+    Seed,
     Slug,
     fail,
     located_error,
@@ -189,6 +192,8 @@ class PeerSettings(Section):
     disconnected_after: PositiveDuration = 2.0
     #: RFC 7675 consent check interval (also the NAT keepalive)
     consent_interval: PositiveDuration = 5.0
+    #: no consent response this long -> ``failed`` (RFC 7675 §5.1: 30 s)
+    consent_expiry: PositiveDuration = 30.0
     #: false: this peer only receives audio (a listener, a call on hold), so
     #: its consent checks are all that keeps a NAT mapping alive
     send_audio: StrictBool = True
@@ -360,11 +365,11 @@ class Scenario(Section):
 
     name: Slug
     description: StrictStr = ""
-    duration: PositiveDuration
+    duration: CallDuration
     #: None: the runner picks one and records it, so the run can be replayed
-    seed: StrictInt | None = None
+    seed: Seed | None = None
     #: concurrent copies of this call
-    calls: Annotated[StrictInt, Field(ge=1)] = 1
+    calls: CallCount = 1
     media: MediaSettings = MediaSettings()
     peers: PeersSettings = PeersSettings()
     network: NetworkSettings = NetworkSettings()

@@ -87,7 +87,16 @@ PEER_FIELD_SHAPES: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
 #: PeerConfig fields no file sets per peer: the call fills them in (media,
 #: the seeded random source, the side's network) or they keep their default.
 PEER_FIELDS_NOT_IN_FILES = frozenset(
-    {"packet_ms", "decode", "rng", "net", "restart_timeout_s"}
+    {
+        "packet_ms",
+        "decode",
+        "rng",
+        "net",
+        "restart_timeout_s",
+        # the stack's own cadence, not a behaviour a field issue differs in
+        "liveness_tick_s",
+        "retire_after_s",
+    }
 )
 
 

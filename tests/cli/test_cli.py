@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-CALLAGENT = [sys.executable, "-m", "agent.cli.main"]
+# The installed entry (agent.cli:launch), not agent.cli.main: see agent/cli/__init__.py.
+CALLAGENT = [sys.executable, "-m", "agent.cli"]
 
 
 def callagent(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:

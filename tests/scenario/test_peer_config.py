@@ -39,6 +39,7 @@ NOT_DEFAULT: dict[str, Any] = {
     "recovery": RecoveryPolicy.RESTART_ON_FAILED,
     "disconnected_after": 3.5,
     "consent_interval": 1.25,
+    "consent_expiry": 12.5,
     "send_audio": False,
     "certificate_lifetime": 42.0,
     "cert_expiry": CertExpiryPolicy.KEEP,

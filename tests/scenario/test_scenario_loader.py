@@ -6,13 +6,14 @@ the registered step names, so adding a step does not rewrite the corpus.
 """
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-from agent.errors import ScenarioError
+from agent.errors import ScenarioError, ScenarioErrors
 from agent.scenario.loader import (
     field_label,
     load_scenario,
@@ -164,10 +165,11 @@ def test_directory_given_as_a_file(tmp_path: Path) -> None:
 
 def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Faked: permission bits do not stop root, and the OS is not under test.
-    def denied(self: Path) -> bytes:
-        raise PermissionError(13, "Permission denied", str(self))
+    def denied(path: object, *args: object, **kwargs: object) -> int:
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Path, "read_bytes", denied)
+    (tmp_path / "secret.yaml").write_text("name: x\nduration: 1s\n")
+    monkeypatch.setattr("agent.scenario.loader.os.open", denied)
     with pytest.raises(ScenarioError) as caught:
         load_scenario(tmp_path / "secret.yaml")
     assert str(caught.value) == (
@@ -358,3 +360,174 @@ def test_shipped_scenarios_load() -> None:
     assert baseline.expect.max_media_gap_ms == 100
     assert baseline.expect.call_up
     assert baseline.description
+
+
+# --- hostile input (issue 11, D1-D9) ------------------------------------------
+
+
+def test_corpus_covers_the_hostile_inputs() -> None:
+    required = {
+        # D1 a bad value under an explicit tag
+        "yaml_tag_int.yaml",
+        "yaml_tag_float.yaml",
+        "yaml_tag_bool.yaml",
+        "yaml_tag_timestamp.yaml",
+        # D2 a 5,000-digit integer; D3 a NUL in the text
+        "number_too_long.yaml",
+        "control_character.yaml",
+        # D6 a billion calls; D7 a certificate lifetime that overflows a datetime
+        "calls_too_many.yaml",
+        "certificate_lifetime_overflow.yaml",
+        # D8 absurd values
+        "duration_huge.yaml",
+        "duration_inf.yaml",
+        "call_too_long.yaml",
+        "step_delay_inf.yaml",
+        "step_delay_nan.yaml",
+        "loss_rate_text.yaml",
+        "max_gap_nan.yaml",
+        "address_broadcast.yaml",
+        "address_network.yaml",
+        # D9 a null key
+        "null_key.yaml",
+    }
+    assert required <= set(BAD)
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("!!int 1.5", "cannot read '1.5' as a whole number (!!int)"),
+        ("!!int ''", "cannot read '' as a whole number (!!int)"),
+        ("!!float x", "cannot read 'x' as a number (!!float)"),
+        ("!!bool 2", "cannot read '2' as true or false (!!bool)"),
+        (
+            "!!timestamp 2026-13-45",
+            "cannot read '2026-13-45' as a date or time such as 2026-01-31 or "
+            "2026-01-31T12:00:00Z (!!timestamp)",
+        ),
+        ("0x" + "f" * 40, "a 42-character number is too long (at most 32 characters)"),
+    ],
+)
+def test_a_value_no_constructor_can_read_names_its_line_and_field(
+    value: str, message: str
+) -> None:
+    text = f"name: x\nduration: 10s\nmedia:\n  packet_ms: {value}\n"
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, "x.yaml")
+    assert str(caught.value) == f"x.yaml:4: media.packet_ms: {message}"
+    assert isinstance(caught.value.__cause__, yaml.YAMLError)
+
+
+def test_an_unreadable_key_names_its_line_and_mapping() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario("name: x\nduration: 10s\nmedia:\n  !!int ten: 1\n", "x.yaml")
+    assert str(caught.value) == (
+        "x.yaml:4: media: cannot read 'ten' as a whole number (!!int)"
+    )
+
+
+def test_a_long_number_within_the_limit_reaches_the_range_check() -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario("name: x\nduration: 10s\ncalls: " + "9" * 32 + "\n", "x.yaml")
+    assert str(caught.value) == (
+        "x.yaml:3: calls: must be at least 1 and at most 1000, got " + "9" * 32
+    )
+
+
+@pytest.mark.parametrize("character", ["\x01", "\x1b", "\x7f", "\ufffe"])
+def test_control_characters_name_their_line(character: str) -> None:
+    text = f"name: x\nduration: 10s\n\ndescription: 'a{character}b'\n"
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, "x.yaml")
+    assert str(caught.value) == (
+        f"x.yaml:4: invalid YAML: character U+{ord(character):04X} is not allowed "
+        "in a YAML file (write it as an escape such as \\x00 inside double quotes)"
+    )
+
+
+def test_control_characters_may_be_written_as_escapes() -> None:
+    scenario = parse_scenario('name: x\nduration: 10s\ndescription: "a\\x00b"\n')
+    assert scenario.description == "a\x00b"
+
+
+@pytest.mark.parametrize(
+    ("key", "label"),
+    [("~", "null"), ("null", "null"), ("true", "true"), ("1.5", "1.5")],
+)
+def test_odd_keys_are_named_as_written_on_their_line(key: str, label: str) -> None:
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(f"name: x\nduration: 10s\n\n{key}: x\n", "x.yaml")
+    error = caught.value
+    assert (error.line, error.field) == (4, label)
+    assert error.reason.startswith("unknown field; expected one of: calls,")
+
+
+def test_null_key_in_a_step_names_its_line() -> None:
+    text = "name: x\nduration: 10s\nsteps:\n  - at: 1s\n    do: noop\n    ~: 1\n"
+    with pytest.raises(ScenarioError) as caught:
+        parse_scenario(text, "x.yaml")
+    assert (caught.value.line, caught.value.field) == (6, "steps[0].null")
+
+
+def test_every_duration_in_range_is_accepted() -> None:
+    scenario = parse_scenario(
+        "name: x\nduration: 24h\npeers: {caller: {certificate_lifetime: 168h}}\n"
+    )
+    assert scenario.duration == 86400.0
+    assert scenario.peers.caller.certificate_lifetime == 7 * 86400.0
+
+
+def test_a_large_regular_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "big.yaml"
+    path.write_bytes(b"name: big\nduration: 10s\n" + b"# padding\n" * 110_000)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value) == (
+        f"{path}: file is too big (1,100,024 bytes); a scenario file is at most 1 MiB"
+    )
+
+
+def test_a_fifo_is_refused_without_being_opened(tmp_path: Path) -> None:
+    # Opening a FIFO for reading blocks until a writer comes; the loader must
+    # not even try (the CLI tests prove it returns; this one the message).
+    path = tmp_path / "pipe.yaml"
+    os.mkfifo(path)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value) == (
+        f"{path}: is a named pipe (FIFO), not a regular file; scenarios are read "
+        "from regular files only"
+    )
+
+
+@pytest.mark.parametrize("device", ["/dev/urandom", "/dev/zero", "/dev/null"])
+def test_a_symlink_to_a_device_is_refused(tmp_path: Path, device: str) -> None:
+    path = tmp_path / "device.yaml"
+    path.symlink_to(device)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenario(path)
+    assert str(caught.value) == (
+        f"{path}: is a character device, not a regular file; scenarios are read "
+        "from regular files only"
+    )
+
+
+def test_load_scenarios_reports_every_bad_file(tmp_path: Path) -> None:
+    (tmp_path / "a_good.yaml").write_text("name: a\nduration: 1s\n")
+    (tmp_path / "b_bad.yaml").write_text("name: b\nduration: !!int soon\n")
+    (tmp_path / "c_good.yaml").write_text("name: c\nduration: 1s\n")
+    (tmp_path / "d_bad.yaml").write_text("name: d\n")
+    (tmp_path / "e_same.yaml").write_text("name: a\nduration: 1s\n")
+    with pytest.raises(ScenarioErrors) as caught:
+        load_scenarios([tmp_path, tmp_path / "missing.yaml"])
+    assert caught.value.lines() == [
+        f"{tmp_path / 'b_bad.yaml'}:2: duration: cannot read 'soon' as a whole "
+        "number (!!int)",
+        f"{tmp_path / 'd_bad.yaml'}:1: duration: required field is missing "
+        "(e.g. duration: 10s)",
+        f"{tmp_path / 'e_same.yaml'}:1: name: 'a' is already the name of the "
+        f"scenario in {tmp_path / 'a_good.yaml'}",
+        f"{tmp_path / 'missing.yaml'}: file not found",
+    ]
+    assert all(isinstance(error, ScenarioError) for error in caught.value.errors)
