@@ -33,7 +33,13 @@ from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, NatMapping, Refresh
 from agent.net.natbox import StunResponder, UserSpaceNat
 from agent.net.routes import AddressChange, PathChange, Rebind, RelayRoute
 from agent.net.spec import FaultKind, FaultSpec
-from agent.observe.model import EventType, Initiator, Side
+from agent.observe.events import (
+    FaultDetail,
+    FaultEndDetail,
+    FaultEndEvent,
+    FaultStartEvent,
+)
+from agent.observe.model import Initiator, Side
 from agent.observe.observer import PeerObserver
 from agent.stack.ice import DatagramFilter, SideNet
 from agent.stack.peer import Peer
@@ -158,14 +164,16 @@ class CallNetwork:
             detail=dict(detail),
         )
         self._faults[fault.number] = fault
-        observer.record(
-            EventType.FAULT_START,
-            initiator=Initiator.NETWORK,
-            cause=cause,
-            fault=kind,
-            fault_id=fault.number,
-            target=str(side),
-            **detail,
+        observer.add(
+            FaultStartEvent(
+                t_ms=fault.started_ms,
+                side=observer.side,
+                initiator=Initiator.NETWORK,
+                cause=cause,
+                detail=FaultDetail(
+                    fault=kind, fault_id=fault.number, target=str(side), params=detail
+                ),
+            )
         )
         logger.info("fault %d (%s, %s) on the %s", fault.number, kind, cause, side)
         return fault
@@ -182,24 +190,26 @@ class CallNetwork:
             if fault.filter in filters:
                 filters.remove(fault.filter)
         observer = self._observer(fault.side)
-        extra: dict[str, Any] = {} if reason is None else {"ended_by": reason}
-        if fault.filter is not None:
-            counted = {
-                k: v
-                for k, v in vars(fault.filter).items()
-                if k in ("dropped", "delayed", "largest_dropped")
-            }
-            extra.update(counted)
-        observer.record(
-            EventType.FAULT_END,
-            initiator=Initiator.NETWORK,
-            cause=fault.cause,
-            fault=fault.kind,
-            fault_id=fault.number,
-            target=str(fault.side),
-            duration_ms=round(self._clock_ms() - fault.started_ms, 1),
-            **extra,
-            **detail,
+        # What a filter did while it lasted (the counters it has).
+        counted = {} if fault.filter is None else vars(fault.filter)
+        observer.add(
+            FaultEndEvent(
+                t_ms=self._clock_ms(),
+                side=observer.side,
+                initiator=Initiator.NETWORK,
+                cause=fault.cause,
+                detail=FaultEndDetail(
+                    fault=fault.kind,
+                    fault_id=fault.number,
+                    target=str(fault.side),
+                    duration_ms=round(self._clock_ms() - fault.started_ms, 1),
+                    ended_by=reason,
+                    dropped=counted.get("dropped"),
+                    delayed=counted.get("delayed"),
+                    largest_dropped=counted.get("largest_dropped"),
+                    params=detail,
+                ),
+            )
         )
 
     # -- faults on a side's own sockets -------------------------------------
