@@ -6,7 +6,8 @@ Each peer of a call has one observer. An observer turns what the peer's ICE
 gatherer, ICE transport, DTLS transport, wire tap and media receiver did into
 typed events (:mod:`agent.observe.events`) on a timeline (``t_ms`` from the
 start of the call, taken from an injectable clock). Metrics are *derived*
-from the events — never counted separately — so the JSON report's counters and its timeline cannot disagree.
+from the events — never counted separately — so the JSON report's counters
+and its timeline cannot disagree.
 
 The metric contract (``../shared/DESIGN.md``):
 
