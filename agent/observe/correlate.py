@@ -50,13 +50,12 @@ from agent.observe.events import (
     NoteEvent,
     SelectedPairChangeEvent,
 )
-from agent.observe.model import EventType, Initiator, Side
+from agent.observe.model import DIRECTIONS, EventType, Initiator, Side
 
 #: Default window in which a rehandshake is attributed to a preceding restart.
 CORRELATION_WINDOW_MS = 5000.0
 #: Media resumes a little after the signalling says "done"; look that far past.
 GAP_SLACK_MS = 1500.0
-DIRECTIONS = ("caller_to_callee", "callee_to_caller")
 
 
 #: Both sides see one restart/rehandshake within this long of each other.

@@ -75,6 +75,9 @@ class EventType(enum.StrEnum):
     NOTE = "note"
 
 
+#: The two media directions of a call, as the report names them.
+DIRECTIONS = ("caller_to_callee", "callee_to_caller")
+
 #: Event types that the metric contract counts.
 COUNTED = {
     EventType.DTLS_REHANDSHAKE: "dtls_rehandshakes",

@@ -157,7 +157,7 @@ class MediaEntry:
         )
 
 
-@dataclass(frozen=True, kw_only=True)
+@dataclass(frozen=True)
 class CheckEntry:
     """One expectation's verdict; ``expected``/``actual`` are for people."""
 

@@ -20,12 +20,28 @@ from pathlib import Path
 from typing import Any
 
 from agent.errors import AgentError
-from agent.observe.model import Level
+from agent.observe.model import DIRECTIONS, Level
 
 SCHEMA_VERSION = 1
 
-#: The two media directions of a call, as keys of ``call["media"]``.
-DIRECTIONS = ("caller_to_callee", "callee_to_caller")
+__all__ = [
+    "CONTRACT_METRICS",
+    "DIRECTIONS",
+    "SCHEMA_VERSION",
+    "ReportError",
+    "Verdict",
+    "call_verdict",
+    "checks",
+    "failed_checks",
+    "ice_triggered_rehandshakes",
+    "load_report",
+    "media",
+    "metric",
+    "metric_level",
+    "number",
+    "summarize",
+]
+
 
 #: The two metrics of the contract (DESIGN.md), as keys of ``call["metrics"]``.
 CONTRACT_METRICS = ("ice_restarts", "dtls_rehandshakes")
