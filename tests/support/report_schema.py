@@ -66,7 +66,7 @@ def schema_errors(path: Path) -> list[str]:
     """Why ``path`` does not match the schema; empty if it does or is no report."""
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return []  # not JSON (or gone): not a report this check can judge
     if not is_report(document):
         return []
