@@ -37,6 +37,10 @@ from agent.observe.model import EventType, Initiator, Outcome, Side
 _ABSENT_IF_NONE = "absent_if_none"
 _FLATTEN = "flatten"
 
+#: A JSON object as ``json`` reads and writes it: the report's on-disk form,
+#: used only at the boundary where typed values become JSON or JSON comes in.
+JsonObject: TypeAlias = dict[str, Any]
+
 #: JSON-ready parameters a step or fault passes through (foreign, not ours).
 Params: TypeAlias = Annotated[Mapping[str, JsonValue], Field(exclude=True)]
 
@@ -399,8 +403,8 @@ def to_json(value: object) -> Any:
     return value
 
 
-def _fields(value: object) -> dict[str, Any]:
-    out: dict[str, Any] = {}
+def _fields(value: object) -> JsonObject:
+    out: JsonObject = {}
     for item in dataclasses.fields(value):  # type: ignore[arg-type]
         current = getattr(value, item.name)
         if item.metadata.get(_FLATTEN):

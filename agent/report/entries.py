@@ -22,11 +22,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import JsonValue
 
 from agent.observe.events import (
+    JsonObject,
     PairInfo,
     TaggedEvent,
     absent_if_none,
@@ -34,9 +35,6 @@ from agent.observe.events import (
 )
 from agent.observe.media import MediaGap, MediaStats
 from agent.observe.model import Metrics
-
-#: what ``json.loads`` gives for one object: a JSON boundary, not our types
-JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True, kw_only=True)

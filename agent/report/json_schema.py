@@ -11,18 +11,18 @@ Regenerate it after changing :mod:`agent.report.entries` or
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from pydantic import TypeAdapter
 
+from agent.observe.events import JsonObject
 from agent.report.entries import Report
 
 SCHEMA_ID = "https://callagent.invalid/report.schema.json"
 
 
-def report_schema() -> dict[str, Any]:
+def report_schema() -> JsonObject:
     """JSON Schema (draft 2020-12) of a version-1 report."""
-    schema: dict[str, Any] = TypeAdapter(Report).json_schema(mode="serialization")
+    schema: JsonObject = TypeAdapter(Report).json_schema(mode="serialization")
     for definition in [schema, *schema.get("$defs", {}).values()]:
         properties = definition.get("properties", {})
         # A tag (an event's ``type``, ``version``) has a default in Python,
