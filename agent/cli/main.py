@@ -218,13 +218,15 @@ async def run_scenarios(
     # D15: a report write that fails mid-run (disk full) must not lose a
     # finished call: the writer keeps every call in memory, the run goes on,
     # and the results are printed. Said once, in one line.
-    write_error: list[str] = []
+    write_error: list[str] = []  # the last write's failure, if it failed
+    warned: list[bool] = []  # the one line was printed
 
     def keep_writing(write: Callable[[], None]) -> None:
         try:
             write()
         except ReportError as exc:
-            if not write_error:
+            if not warned:
+                warned.append(True)
                 print(
                     f"callagent: {exc}; results are kept in memory and printed",
                     file=sys.stderr,
