@@ -19,17 +19,27 @@ import logging
 import random
 import time
 import weakref
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+from pydantic import JsonValue
 
 from agent.errors import AgentError, CallError
 from agent.net.faults import FaultParams
 from agent.net.network import CallNetwork, NatConfig
 from agent.observe.correlate import AGENT_STALL, build_timeline
-from agent.observe.model import EventType, Side, Thresholds
+from agent.observe.events import PairInfo, StepDetail, StepEvent
+from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
+from agent.report.entries import (
+    CallEntry,
+    CertificateInfo,
+    MediaEntry,
+    RemoteSideEntry,
+    SideEntry,
+)
 from agent.report.writer import iso_timestamp
 from agent.stack.certs import certificate_info as stack_certificate_info
 from agent.stack.ice import SelectedPair, SideNet
@@ -213,11 +223,10 @@ class Call:
 
     def note_stall(self, late_ms: float) -> None:
         """The agent's event loop woke ``late_ms`` late (see :class:`StallWatch`)."""
-        self.observer(None).record(
-            EventType.NOTE,
+        self.observer(None).note(
+            "the agent's event loop stalled",
             cause=AGENT_STALL,
             t_ms=self.clock() - late_ms,
-            text="the agent's event loop stalled",
             stall_ms=round(late_ms, 1),
         )
 
@@ -338,11 +347,20 @@ class Call:
         )
 
     def note(self, side: Side | None, text: str) -> None:
-        self.observer(side).record(EventType.NOTE, text=text)
+        self.observer(side).note(text)
 
-    def record_step(self, side: Side | None, do: str, params: dict[str, Any]) -> None:
-        self.observer(side).record(
-            EventType.STEP, do=do, target=None if side is None else str(side), **params
+    def record_step(
+        self, side: Side | None, do: str, params: Mapping[str, JsonValue]
+    ) -> None:
+        observer = self.observer(side)
+        observer.add(
+            StepEvent(
+                t_ms=observer.now_ms(),
+                side=observer.side,
+                detail=StepDetail(
+                    do=do, target=None if side is None else str(side), params=params
+                ),
+            )
         )
 
     # -- result -----------------------------------------------------------
@@ -353,74 +371,87 @@ class Call:
         return str(state)
 
     def result(self, *, duration_ms: float) -> dict[str, Any]:
-        """This call's entry in the JSON report (docs/report.md)."""
+        """This call's entry in the JSON report (docs/report.md), as JSON."""
+        return self.entry(duration_ms=duration_ms).to_json()
+
+    def entry(self, *, duration_ms: float) -> CallEntry:
+        """This call's typed report entry."""
         thresholds = self.config.thresholds
         timeline = build_timeline(*(o.events for o in self.observers.values()))
-        sides: dict[str, Any] = {}
+        sides: dict[str, SideEntry | RemoteSideEntry] = {}
         for side, side_observer in self.observers.items():
             peer = self.peers[side]
             state, pair = self._end_snapshot.get(
                 side, (str(peer.state), peer.selected_pair)
             )
-            sides[str(side)] = {
-                "metrics": side_observer.metrics(thresholds),
-                "address": peer.config.host_addresses[0],
-                "selected_pair": None if pair is None else pair.to_dict(),
-                "final_state": state,
-                "certificate": certificate_info(peer),
-                "certificates": peer.certificates,
-                "packets_sent": 0 if peer.sender is None else peer.sender.packets_sent,
-                "frames_decoded": (
+            cert = certificate_info(peer)
+            sides[str(side)] = SideEntry(
+                metrics=side_observer.metrics(thresholds),
+                address=peer.config.host_addresses[0],
+                selected_pair=None
+                if pair is None
+                else PairInfo.from_stack(pair.to_dict()),
+                final_state=state,
+                certificate=CertificateInfo(
+                    fingerprint_sha256=cert["fingerprint_sha256"],
+                    not_after=cert["not_after"],
+                ),
+                certificates=list(peer.certificates),
+                packets_sent=0 if peer.sender is None else peer.sender.packets_sent,
+                frames_decoded=(
                     None
                     if peer.receiver is None or not self.config.decode
                     else peer.receiver.frames_decoded
                 ),
-            }
-        media: dict[str, Any] = {}
+            )
+        media: dict[str, MediaEntry] = {}
         for receiver_side in Side:
             direction = f"{receiver_side.other}_to_{receiver_side}"
             sender_peer = self.peers.get(receiver_side.other)
-            entry: dict[str, Any] = {
-                "packets_sent": (
-                    None
-                    if sender_peer is None
-                    else 0
-                    if sender_peer.sender is None
-                    else sender_peer.sender.packets_sent
-                ),
-                # False: a receive-only sender by design (nothing to measure)
-                "sends": None
+            packets_sent = (
+                None
+                if sender_peer is None
+                else 0
+                if sender_peer.sender is None
+                else sender_peer.sender.packets_sent
+            )
+            # False: a receive-only sender by design (nothing to measure)
+            sends = (
+                None
                 if sender_peer is None or sender_peer.negotiated is None
-                else sender_peer.negotiated.sends,
-            }
+                else sender_peer.negotiated.sends
+            )
             observer: PeerObserver | None = self.observers.get(receiver_side)
             stats = None if observer is None else observer.media_stats()
             if observer is None:
                 # The remote receives this direction; we cannot see its arrivals.
-                entry.update(observed=False)
+                media[direction] = MediaEntry(
+                    packets_sent=packets_sent, sends=sends, observed=False
+                )
             elif stats is None:
-                entry.update(packets_received=0, packets_lost=None, max_gap_ms=None)
+                media[direction] = MediaEntry(
+                    packets_sent=packets_sent, sends=sends, packets_received=0
+                )
             else:
-                entry.update(stats.to_dict())
-            media[direction] = entry
-        return {
-            "id": self.config.call_id,
-            "mode": self.mode,
-            "local_side": str(self.local_side),
-            "seed": self.config.seed,
-            "started_at": iso_timestamp(self.started_at),
-            "duration_ms": round(duration_ms, 1),
-            "setup_ms": None if self.setup_ms is None else round(self.setup_ms, 1),
-            "connected": self.setup_ms is not None,
-            "final_state": self.final_state(),
-            "ended_early": self.ended.is_set() and self.hung_up_by is None,
-            "hung_up_by": None if self.hung_up_by is None else str(self.hung_up_by),
-            "error": self.error,
-            "metrics": sides[str(self.local_side)]["metrics"],
-            "sides": sides,
-            "media": media,
-            "events": [e.to_dict() for e in timeline],
-        }
+                media[direction] = MediaEntry.received(packets_sent, sends, stats)
+        return CallEntry(
+            id=self.config.call_id,
+            mode=self.mode,
+            local_side=self.local_side.value,
+            seed=self.config.seed,
+            started_at=iso_timestamp(self.started_at),
+            duration_ms=round(duration_ms, 1),
+            setup_ms=None if self.setup_ms is None else round(self.setup_ms, 1),
+            connected=self.setup_ms is not None,
+            final_state=self.final_state(),
+            ended_early=self.ended.is_set() and self.hung_up_by is None,
+            hung_up_by=None if self.hung_up_by is None else self.hung_up_by.value,
+            error=self.error,
+            metrics=self.observer(self.local_side).metrics(thresholds),
+            sides=sides,
+            media=media,
+            events=timeline,
+        )
 
 
 def certificate_info(peer: Peer) -> dict[str, Any]:

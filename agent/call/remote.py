@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import logging
 import random
 import secrets
@@ -41,6 +42,13 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from agent.call.calls import Call, CallClock, CallConfig, peer_at
 from agent.errors import AgentError, CallError, SignalingError
 from agent.observe.model import Side
+from agent.report.entries import (
+    CallEntry,
+    CertificateInfo,
+    RemoteIce,
+    RemoteSideEntry,
+    SideEntry,
+)
 from agent.report.openmetrics import CallMetricsCollector
 from agent.report.schema import call_verdict
 from agent.report.writer import ReportWriter
@@ -59,28 +67,28 @@ logger = logging.getLogger(__name__)
 __all__ = ["CallServer", "RemoteCall", "ServedCall", "WhipClientCall"]
 
 
-def remote_description(sdp_text: str, kind: str) -> dict[str, Any]:
+def remote_description(sdp_text: str, kind: str) -> RemoteSideEntry | None:
     """What an offer or answer says about the far end, for ``sides.<remote>``."""
     description = parse_sdp(sdp_text, kind)
     audio = next((m for m in description.media if m.kind == "audio"), None)
     if audio is None:
-        return {}
+        return None
     fingerprint = None
     if audio.dtls is not None:
         fingerprint = next(
             (f.value for f in audio.dtls.fingerprints if f.algorithm == "sha-256"),
             None,
         )
-    return {
-        "certificate": None
+    return RemoteSideEntry(
+        certificate=None
         if fingerprint is None
-        else {"fingerprint_sha256": fingerprint, "not_after": None},
-        "ice": {
-            "ufrag": None if audio.ice is None else audio.ice.usernameFragment,
-            "candidates": len(audio.ice_candidates),
-        },
-        "direction": audio.direction,
-    }
+        else CertificateInfo(fingerprint_sha256=fingerprint, not_after=None),
+        ice=RemoteIce(
+            ufrag=None if audio.ice is None else audio.ice.usernameFragment,
+            candidates=len(audio.ice_candidates),
+        ),
+        direction=audio.direction,
+    )
 
 
 class RemoteCall(Call):
@@ -98,7 +106,7 @@ class RemoteCall(Call):
         self.local_side = side
         self.mode = mode
         #: what signalling and the wire told us about the far end
-        self.remote_info: dict[str, Any] = {"agent": False}
+        self.remote_info = RemoteSideEntry()
 
     @property
     def peer(self) -> Peer:
@@ -114,18 +122,26 @@ class RemoteCall(Call):
 
     def learn_remote(self, sdp_text: str, kind: str) -> None:
         try:
-            self.remote_info.update(remote_description(sdp_text, kind))
+            learned = remote_description(sdp_text, kind)
+            if learned is not None:
+                self.remote_info = dataclasses.replace(
+                    self.remote_info,
+                    certificate=learned.certificate,
+                    ice=learned.ice,
+                    direction=learned.direction,
+                )
         except SignalingError:
             pass  # the peer rejects it with the real reason
 
-    def result(self, *, duration_ms: float) -> dict[str, Any]:
-        result = super().result(duration_ms=duration_ms)
-        remote = dict(self.remote_info)
-        pair = result["sides"][str(self.local_side)].get("selected_pair")
-        remote.setdefault("address", None if pair is None else pair.get("remote"))
-        remote.setdefault("metrics", None)
-        result["sides"][str(self.local_side.other)] = remote
-        return result
+    def entry(self, *, duration_ms: float) -> CallEntry:
+        entry = super().entry(duration_ms=duration_ms)
+        local = entry.sides[str(self.local_side)]
+        pair = local.selected_pair if isinstance(local, SideEntry) else None
+        remote = self.remote_info
+        if remote.address is None and pair is not None:
+            remote = dataclasses.replace(remote, address=pair.remote)
+        entry.sides[str(self.local_side.other)] = remote
+        return entry
 
 
 class WhipClientCall(RemoteCall):
@@ -145,7 +161,7 @@ class WhipClientCall(RemoteCall):
         self.client: WhipClient | None = None
         self._answer: str | None = None
         self._local_ufrag: str | None = None
-        self.remote_info["endpoint"] = url
+        self.remote_info = dataclasses.replace(self.remote_info, endpoint=url)
         self.peer.renegotiate = self._renegotiate
 
     @staticmethod
@@ -163,8 +179,11 @@ class WhipClientCall(RemoteCall):
             ) from exc
         self._local_ufrag = _ufrag(offer)
         answer = await self.client.offer(offer)
-        self.remote_info["resource"] = (
-            None if self.client.resource is None else str(self.client.resource)
+        self.remote_info = dataclasses.replace(
+            self.remote_info,
+            resource=None
+            if self.client.resource is None
+            else str(self.client.resource),
         )
         self.learn_remote(answer, "answer")
         await self.peer.accept_answer(answer)
@@ -260,7 +279,12 @@ class ServedCall:
         ufrag, pwd, lines = await peer.accept_ice_restart(
             remote.ufrag, remote.pwd, list(remote.candidates), end=end
         )
-        self.call.remote_info.setdefault("ice", {})["ufrag"] = remote.ufrag
+        info = self.call.remote_info
+        ice = RemoteIce(
+            ufrag=remote.ufrag,
+            candidates=0 if info.ice is None else info.ice.candidates,
+        )
+        self.call.remote_info = dataclasses.replace(info, ice=ice)
         return IceCredentials(ufrag, pwd, tuple(lines))
 
     async def hang_up(self, *, by_remote: bool, reason: str) -> None:
@@ -415,8 +439,10 @@ class CallServer:
             seed=seed,
         )
         call = RemoteCall(config, side=Side.CALLEE, mode=context.mode)
-        call.remote_info.update(
-            remote_address=context.remote_address, user_agent=context.user_agent
+        call.remote_info = dataclasses.replace(
+            call.remote_info,
+            remote_address=context.remote_address,
+            user_agent=context.user_agent,
         )
         return ServedCall(self, call, context)
 

@@ -43,7 +43,7 @@ from agent.cli.serve import add_serve_parser, cmd_serve
 from agent.errors import AgentError, ScenarioError
 from agent.report.junit import junit_xml
 from agent.report.openmetrics import report_metrics_text
-from agent.report.schema import Verdict, call_verdict, load_report
+from agent.report.schema import ReportError, Verdict, call_verdict, load_report
 from agent.report.table import render_results, render_timeline
 from agent.report.writer import ReportWriter, write_text_atomic
 from agent.scenario.fields import MAX_SEED
@@ -281,10 +281,30 @@ async def run_scenarios(
     report: dict[str, Any] = {"version": 1, "calls": []}
     writer = ReportWriter(args.report) if args.report else None
 
+    # D15: a report write that fails mid-run (disk full) must not lose a
+    # finished call: the writer keeps every call in memory, the run goes on,
+    # and the results are printed. Said once, in one line.
+    write_error: list[str] = []  # the last write's failure, if it failed
+    warned: list[bool] = []  # the one line was printed
+
+    def keep_writing(write: Callable[[], None]) -> None:
+        try:
+            write()
+        except ReportError as exc:
+            if not warned:
+                warned.append(True)
+                print(
+                    f"callagent: {exc}; results are kept in memory and printed",
+                    file=sys.stderr,
+                )
+            write_error[:] = [str(exc)]
+        else:
+            write_error.clear()  # the last write has everything
+
     def on_result(result: dict[str, Any]) -> None:
         report["calls"].append(result)
         if writer is not None:
-            writer.add_call(result)
+            keep_writing(lambda: writer.add_call(result))
 
     runner = ScenarioRunner(
         seed=args.seed,
@@ -309,7 +329,7 @@ async def run_scenarios(
             if main_task is not None:
                 main_task.uncancel()
     if writer is not None:
-        writer.finish(interrupted=interrupted)
+        keep_writing(lambda: writer.finish(interrupted=interrupted))
         report = writer.report
     else:
         report.update(complete=interrupted is None, interrupted=interrupted)
@@ -319,7 +339,8 @@ async def run_scenarios(
     if args.openmetrics:
         write_text_atomic(args.openmetrics, report_metrics_text(report))
     if args.report:
-        console.print(f"report: {args.report}")
+        lost = " NOT written (see above)" if write_error else ""
+        console.print(f"report: {args.report}{lost}")
     if interrupted:
         print(
             "callagent: interrupted; the report holds the calls that finished",
@@ -327,7 +348,7 @@ async def run_scenarios(
         )
         return EXIT_INTERRUPTED
     failed = [c for c in report["calls"] if call_verdict(c) is not Verdict.PASS]
-    return EXIT_FAILED if failed else EXIT_OK
+    return EXIT_FAILED if failed or write_error else EXIT_OK
 
 
 async def cmd_call(args: argparse.Namespace, console: Console) -> int:

@@ -39,7 +39,13 @@ from agent.net.faults.params import Address, Seconds
 from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, NatMapping, NatType, Refresh
 from agent.net.natbox import StunResponder, UserSpaceNat
 from agent.net.routes import RelayRoute
-from agent.observe.model import EventType, Initiator, Side
+from agent.observe.events import (
+    FaultDetail,
+    FaultEndDetail,
+    FaultEndEvent,
+    FaultStartEvent,
+)
+from agent.observe.model import Initiator, Side
 from agent.observe.observer import PeerObserver
 from agent.stack.ice import SideNet
 
@@ -181,14 +187,17 @@ class CallNetwork:
         self._numbers += 1
         fault = ActiveFault(self._numbers, kind, side, cause, self._clock_ms())
         self._faults[fault.number] = fault
-        self._observer(side).record(
-            EventType.FAULT_START,
-            initiator=Initiator.NETWORK,
-            cause=cause,
-            fault=kind,
-            fault_id=fault.number,
-            target=str(side),
-            **detail,
+        observer = self._observer(side)
+        observer.add(
+            FaultStartEvent(
+                t_ms=fault.started_ms,
+                side=observer.side,
+                initiator=Initiator.NETWORK,
+                cause=cause,
+                detail=FaultDetail(
+                    fault=kind, fault_id=fault.number, target=str(side), params=detail
+                ),
+            )
         )
         logger.info("fault %d (%s, %s) on the %s", fault.number, kind, cause, side)
         return fault
@@ -200,26 +209,31 @@ class CallNetwork:
             return
         if fault.timer is not None:
             fault.timer.cancel()
-        extra: dict[str, Any] = {} if reason is None else {"ended_by": reason}
         if fault.filter is not None:
             filters = self.sides[fault.side].filters
             if fault.filter in filters:
                 filters.remove(fault.filter)
-            extra.update(
-                (key, value)
-                for key, value in vars(fault.filter).items()
-                if key in ("dropped", "delayed", "largest_dropped")
+        # What a filter did while it lasted (the counters it has).
+        counted = {} if fault.filter is None else vars(fault.filter)
+        observer = self._observer(fault.side)
+        observer.add(
+            FaultEndEvent(
+                t_ms=self._clock_ms(),
+                side=observer.side,
+                initiator=Initiator.NETWORK,
+                cause=fault.cause,
+                detail=FaultEndDetail(
+                    fault=fault.kind,
+                    fault_id=fault.number,
+                    target=str(fault.side),
+                    duration_ms=round(self._clock_ms() - fault.started_ms, 1),
+                    ended_by=reason,
+                    dropped=counted.get("dropped"),
+                    delayed=counted.get("delayed"),
+                    largest_dropped=counted.get("largest_dropped"),
+                    params=detail,
+                ),
             )
-        self._observer(fault.side).record(
-            EventType.FAULT_END,
-            initiator=Initiator.NETWORK,
-            cause=fault.cause,
-            fault=fault.kind,
-            fault_id=fault.number,
-            target=str(fault.side),
-            duration_ms=round(self._clock_ms() - fault.started_ms, 1),
-            **extra,
-            **detail,
         )
 
     # -- the NAT's own events -------------------------------------------------

@@ -1,17 +1,19 @@
 """Cause attribution and media-gap attribution over a finished timeline.
 
-Pure functions over :class:`~agent.observe.model.Event` lists, so every rule here
-is unit-tested without sockets.
+Pure functions over lists of typed events (:mod:`agent.observe.events`), so
+every rule here is unit-tested without sockets.
 
 Rules (DESIGN.md):
 
 * A network fault (``fault_start`` .. ``fault_end``) gives its cause to the
   effects that begin while it lasts or within ``FAULT_EFFECT_WINDOW_MS`` after
-  it ended, on either side: connection states, non-initial selected-pair
-  changes, media gaps, and restarts/rehandshakes whose only cause so far is
-  their trigger (``disconnected``, ``failed``) or unknown. Such an event gets
-  ``detail.fault`` (the fault's id, kind and start). Chosen causes (a step's
-  ``manual``) are kept. The latest fault started before the event wins.
+  it ended, on either side: what a fault produces (:func:`is_fault_effect`,
+  the one list the scenario's ``all_events_attributed`` check also uses) and
+  the ``connected`` state of a recovery; of restarts/rehandshakes only those
+  whose cause so far is their trigger (``disconnected``, ``failed``) or
+  unknown. Such an event gets ``detail.fault`` (the fault's id, kind and
+  start). Chosen causes (a step's ``manual``) are kept. The latest fault
+  started before the event wins.
 
 * When both sides are observed, a remote-initiated restart or rehandshake of
   unknown cause takes the cause the initiating side recorded for it
@@ -31,15 +33,29 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterable, Sequence
-from typing import Any
+from typing import TypeVar
 
-from agent.observe.model import Event, EventType, Initiator
+from agent.observe.events import (
+    ConnectionStateEvent,
+    CorrelatedWith,
+    CountPerDirection,
+    DtlsRehandshakeEvent,
+    Event,
+    FaultEndEvent,
+    FaultRef,
+    FaultStartEvent,
+    GapPerDirection,
+    IceRestartEvent,
+    MediaGapEvent,
+    NoteEvent,
+    SelectedPairChangeEvent,
+)
+from agent.observe.model import DIRECTIONS, EventType, Initiator, Side
 
 #: Default window in which a rehandshake is attributed to a preceding restart.
 CORRELATION_WINDOW_MS = 5000.0
 #: Media resumes a little after the signalling says "done"; look that far past.
 GAP_SLACK_MS = 1500.0
-DIRECTIONS = ("caller_to_callee", "callee_to_caller")
 
 
 #: Both sides see one restart/rehandshake within this long of each other.
@@ -55,7 +71,7 @@ def share_causes(
     out: list[Event] = []
     for event in events:
         if (
-            event.type in (EventType.ICE_RESTART, EventType.DTLS_REHANDSHAKE)
+            isinstance(event, IceRestartEvent | DtlsRehandshakeEvent)
             and event.cause is None
             and event.initiator is Initiator.REMOTE
         ):
@@ -72,8 +88,9 @@ def share_causes(
                 None,
             )
             if origin is not None:
-                detail = {**event.detail, "cause_from": str(origin.side)}
-                event = dataclasses.replace(event, cause=origin.cause, detail=detail)
+                event = _with_span_detail(
+                    event, origin.cause, cause_from=Side(origin.side)
+                )
         out.append(event)
     return out
 
@@ -81,18 +98,50 @@ def share_causes(
 #: Effects of a fault show up after it: consent intervals, ``disconnected_after``.
 FAULT_EFFECT_WINDOW_MS = 10000.0
 
-_FAULT_EFFECTS = (
-    EventType.CONNECTION_STATE,
-    EventType.SELECTED_PAIR_CHANGE,
-    EventType.MEDIA_GAP,
-    EventType.ICE_RESTART,
-    EventType.DTLS_REHANDSHAKE,
+#: What a network fault produces: the event types that must carry a cause
+#: (scenario expectation ``all_events_attributed``) and that a fault gives its
+#: cause to. Connection states and selected-pair changes only in part, below.
+FAULT_EFFECT_TYPES = frozenset(
+    {
+        EventType.ICE_RESTART,
+        EventType.DTLS_REHANDSHAKE,
+        EventType.MEDIA_GAP,
+        EventType.SELECTED_PAIR_CHANGE,
+        EventType.CONNECTION_STATE,
+    }
 )
+#: The connection states a fault leads to (setup and teardown are nobody's).
+FAULT_STATES = frozenset({"disconnected", "failed"})
+
+
+def is_fault_effect(
+    kind: str, *, state: object = None, initial: object = False
+) -> bool:
+    """Whether an event of type ``kind`` is something a fault produces.
+
+    Takes plain values so that both the typed timeline (here) and a saved
+    report's JSON (``agent.scenario.expect``) ask the same question.
+    """
+    if kind not in FAULT_EFFECT_TYPES:
+        return False
+    if kind == EventType.SELECTED_PAIR_CHANGE:
+        return not initial  # a generation's first pair is no change
+    if kind == EventType.CONNECTION_STATE:
+        return state in FAULT_STATES
+    return True
+
+
+def event_is_fault_effect(event: Event) -> bool:
+    if isinstance(event, ConnectionStateEvent):
+        return is_fault_effect(event.type, state=event.detail.state)
+    if isinstance(event, SelectedPairChangeEvent):
+        return is_fault_effect(event.type, initial=event.detail.initial)
+    return is_fault_effect(event.type)
 
 
 @dataclasses.dataclass(frozen=True)
 class FaultWindow:
-    fault_id: object
+    fault_id: int
     kind: str
     cause: str | None
     start_ms: float
@@ -100,47 +149,95 @@ class FaultWindow:
 
 
 def fault_windows(events: Sequence[Event]) -> list[FaultWindow]:
-    ends = {
-        e.detail.get("fault_id"): e.t_ms
-        for e in events
-        if e.type is EventType.FAULT_END
-    }
+    ends = {e.detail.fault_id: e.t_ms for e in events if isinstance(e, FaultEndEvent)}
     return [
         FaultWindow(
-            e.detail.get("fault_id"),
-            str(e.detail.get("fault")),
+            e.detail.fault_id,
+            e.detail.fault,
             e.cause,
             e.t_ms,
-            ends.get(e.detail.get("fault_id"), float("inf")),
+            ends.get(e.detail.fault_id, float("inf")),
         )
         for e in events
-        if e.type is EventType.FAULT_START
+        if isinstance(e, FaultStartEvent)
     ]
 
 
 def _open_to_attribution(event: Event) -> bool:
-    if event.type not in _FAULT_EFFECTS:
-        return False
-    if event.type is EventType.SELECTED_PAIR_CHANGE and event.detail.get("initial"):
-        return False
-    if event.type is EventType.CONNECTION_STATE and event.detail.get("state") not in (
-        "disconnected",
-        "failed",
-        "connected",
-    ):
-        return False  # setup and teardown are nobody's fault
-    # A restart's trigger stands in for its cause until we know better.
-    return event.cause in (None, "disconnected", "failed") or event.cause == (
-        event.detail.get("trigger")
+    recovered = (
+        isinstance(event, ConnectionStateEvent) and event.detail.state == "connected"
     )
+    if not (event_is_fault_effect(event) or recovered):
+        return False
+    # A restart's trigger stands in for its cause until we know better.
+    trigger = (
+        event.detail.trigger
+        if isinstance(event, IceRestartEvent | DtlsRehandshakeEvent)
+        else None
+    )
+    return event.cause in (None, "disconnected", "failed") or event.cause == trigger
 
 
 def _effect_end(event: Event) -> float:
     # A media gap starts at the last packet before it, a moment before the
     # fault that caused it; what counts is that it runs into the fault.
-    if event.type is EventType.MEDIA_GAP:
-        return event.t_ms + float(event.detail.get("length_ms") or 0.0)
+    if isinstance(event, MediaGapEvent):
+        return event.t_ms + event.detail.length_ms
     return event.t_ms
+
+
+def _with_fault(event: Event, cause: str | None, ref: FaultRef) -> Event:
+    if isinstance(event, ConnectionStateEvent):
+        return dataclasses.replace(
+            event, cause=cause, detail=dataclasses.replace(event.detail, fault=ref)
+        )
+    if isinstance(event, SelectedPairChangeEvent):
+        return dataclasses.replace(
+            event, cause=cause, detail=dataclasses.replace(event.detail, fault=ref)
+        )
+    if isinstance(event, MediaGapEvent):
+        return dataclasses.replace(
+            event, cause=cause, detail=dataclasses.replace(event.detail, fault=ref)
+        )
+    if isinstance(event, IceRestartEvent | DtlsRehandshakeEvent):
+        return _with_span_detail(event, cause, fault=ref)
+    return event
+
+
+_Span = TypeVar("_Span", IceRestartEvent, DtlsRehandshakeEvent)
+
+
+def _with_span_detail(
+    event: IceRestartEvent | DtlsRehandshakeEvent,
+    cause: str | None,
+    *,
+    fault: FaultRef | None = None,
+    cause_from: Side | None = None,
+) -> Event:
+    # Each branch gets its own type for mypy's check of the replaced fields.
+    if isinstance(event, IceRestartEvent):
+        return _replace_span(event, cause, fault, cause_from)
+    return _replace_span(event, cause, fault, cause_from)
+
+
+def _replace_span(
+    event: _Span, cause: str | None, fault: FaultRef | None, cause_from: Side | None
+) -> _Span:
+    detail = event.detail
+    if fault is not None:
+        detail = dataclasses.replace(detail, fault=fault)
+    if cause_from is not None:
+        detail = dataclasses.replace(detail, cause_from=cause_from)
+    return dataclasses.replace(event, cause=cause, detail=detail)
+
+
+def _with_gaps(
+    event: _Span, gaps: GapPerDirection, missing: CountPerDirection
+) -> _Span:
+    detail = dataclasses.replace(
+        event.detail, media_gap_ms=gaps, packets_missing=missing
+    )
+    return dataclasses.replace(event, detail=detail)
 
 
 def attribute_faults(
@@ -165,15 +262,12 @@ def attribute_faults(
                 default=None,
             )
             if fault is not None:
-                detail = {
-                    **event.detail,
-                    "fault": {
-                        "fault_id": fault.fault_id,
-                        "kind": fault.kind,
-                        "t_ms": round(fault.start_ms, 1),
-                    },
-                }
-                event = dataclasses.replace(event, cause=fault.cause, detail=detail)
+                ref = FaultRef(
+                    fault_id=fault.fault_id,
+                    kind=fault.kind,
+                    t_ms=round(fault.start_ms, 1),
+                )
+                event = _with_fault(event, fault.cause, ref)
         out.append(event)
     return out
 
@@ -182,19 +276,20 @@ def attribute_rehandshakes(
     events: Sequence[Event], window_ms: float = CORRELATION_WINDOW_MS
 ) -> list[Event]:
     """Return the events with rehandshakes attributed to preceding restarts."""
-    restarts = [e for e in events if e.type is EventType.ICE_RESTART]
+    restarts = [e for e in events if isinstance(e, IceRestartEvent)]
     out: list[Event] = []
     for event in events:
-        if event.type is EventType.DTLS_REHANDSHAKE:
+        if isinstance(event, DtlsRehandshakeEvent):
             trigger = _latest_restart_before(event, restarts, window_ms)
             if trigger is not None:
-                detail = dict(event.detail)
-                detail["triggered_by"] = "ice_restart"
-                detail["correlated_with"] = {
-                    "type": "ice_restart",
-                    "t_ms": round(trigger.t_ms, 1),
-                    "generation": trigger.detail.get("generation"),
-                }
+                detail = dataclasses.replace(
+                    event.detail,
+                    triggered_by="ice_restart",
+                    correlated_with=CorrelatedWith(
+                        t_ms=round(trigger.t_ms, 1),
+                        generation=trigger.detail.generation,
+                    ),
+                )
                 cause = event.cause or trigger.cause or "ice_restart"
                 event = dataclasses.replace(event, cause=cause, detail=detail)
         out.append(event)
@@ -202,9 +297,9 @@ def attribute_rehandshakes(
 
 
 def _latest_restart_before(
-    event: Event, restarts: Iterable[Event], window_ms: float
-) -> Event | None:
-    best: Event | None = None
+    event: Event, restarts: Iterable[IceRestartEvent], window_ms: float
+) -> IceRestartEvent | None:
+    best: IceRestartEvent | None = None
     for restart in restarts:
         if restart.side is not event.side:
             continue
@@ -219,41 +314,31 @@ def attach_media_gaps(
     events: Sequence[Event], slack_ms: float = GAP_SLACK_MS
 ) -> list[Event]:
     """Give every restart/rehandshake the longest gap per direction around it."""
-    gaps = [e for e in events if e.type is EventType.MEDIA_GAP]
+    gaps = [e for e in events if isinstance(e, MediaGapEvent)]
     out: list[Event] = []
     for event in events:
-        if event.type in (EventType.ICE_RESTART, EventType.DTLS_REHANDSHAKE):
+        if isinstance(event, IceRestartEvent | DtlsRehandshakeEvent):
             start = event.t_ms
-            end = start + float(event.detail.get("duration_ms") or 0.0) + slack_ms
-            per_direction: dict[str, Any] = {}
+            end = start + event.detail.duration_ms + slack_ms
+            longest: dict[str, float] = {}
             missing: dict[str, int] = {}
             for direction in DIRECTIONS:
                 around = [
                     g
                     for g in gaps
-                    if g.detail.get("direction") == direction
-                    and _overlaps(
-                        g.t_ms,
-                        g.t_ms + float(g.detail.get("length_ms", 0.0)),
-                        start,
-                        end,
-                    )
+                    if g.detail.direction == direction
+                    and _overlaps(g.t_ms, g.t_ms + g.detail.length_ms, start, end)
                 ]
-                lengths = [float(g.detail.get("length_ms", 0.0)) for g in around]
-                per_direction[direction] = round(max(lengths, default=0.0), 1)
-                missing[direction] = sum(
-                    int(g.detail.get("packets_missing", 0)) for g in around
-                )
-            event = dataclasses.replace(
-                event,
-                detail={
-                    **event.detail,
-                    "media_gap_ms": per_direction,
-                    # sequence numbers skipped across those gaps; the call's
-                    # media stats say how many later arrived (delayed) or not
-                    "packets_missing": missing,
-                },
-            )
+                lengths = [g.detail.length_ms for g in around]
+                longest[direction] = round(max(lengths, default=0.0), 1)
+                missing[direction] = sum(g.detail.packets_missing for g in around)
+            # Sequence numbers skipped across those gaps; the call's media
+            # stats say how many later arrived (delayed) or not.
+            gap, count = GapPerDirection(**longest), CountPerDirection(**missing)
+            if isinstance(event, IceRestartEvent):
+                event = _with_gaps(event, gap, count)
+            else:
+                event = _with_gaps(event, gap, count)
         out.append(event)
     return out
 
@@ -272,21 +357,23 @@ def attribute_stalls(events: Sequence[Event]) -> list[Event]:
     event loop, is the agent's doing: cause ``agent_stall`` (so a loaded test
     machine is not mistaken for a network problem)."""
     stalls = [
-        (e.t_ms, e.t_ms + float(e.detail.get("stall_ms", 0.0)))
+        (e.t_ms, e.t_ms + (e.detail.stall_ms or 0.0))
         for e in events
-        if e.type is EventType.NOTE and e.cause == AGENT_STALL
+        if isinstance(e, NoteEvent) and e.cause == AGENT_STALL
     ]
     if not stalls:
         return list(events)
     out: list[Event] = []
     for event in events:
-        if event.type is EventType.MEDIA_GAP and event.cause is None:
-            end = event.t_ms + float(event.detail.get("length_ms", 0.0))
+        if isinstance(event, MediaGapEvent) and event.cause is None:
+            end = event.t_ms + event.detail.length_ms
             stall = next(
                 (s for s in stalls if _overlaps(s[0], s[1], event.t_ms, end)), None
             )
             if stall is not None:
-                detail = {**event.detail, "stall_ms": round(stall[1] - stall[0], 1)}
+                detail = dataclasses.replace(
+                    event.detail, stall_ms=round(stall[1] - stall[0], 1)
+                )
                 event = dataclasses.replace(event, cause=AGENT_STALL, detail=detail)
         out.append(event)
     return out

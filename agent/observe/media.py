@@ -93,7 +93,6 @@ Gaps
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 RTP_SEQ_MOD = 1 << 16
 RTP_TS_MOD = 1 << 32
@@ -112,10 +111,6 @@ MAX_CLOCK_SKEW_PPM = 1000.0
 MAX_ELEVATED_RUN = 8192
 
 
-def _round_ms(value: float) -> float:
-    return round(value, 1)
-
-
 @dataclass(frozen=True)
 class MediaGap:
     """An interval with no new packet arriving."""
@@ -132,14 +127,6 @@ class MediaGap:
     @property
     def end_ms(self) -> float:
         return self.start_ms + self.length_ms
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "start_ms": _round_ms(self.start_ms),
-            "length_ms": _round_ms(self.length_ms),
-            "packets_missing": self.packets_missing,
-            "sender_paused": self.sender_paused,
-        }
 
 
 @dataclass(frozen=True)
@@ -170,31 +157,6 @@ class MediaStats:
     #: arrival of the first and of the last new (non-duplicate) packet
     first_arrival_ms: float | None
     last_arrival_ms: float | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "packets_received": self.packets_received,
-            "packets_expected": self.packets_expected,
-            "packets_lost": self.packets_lost,
-            "packets_delayed": self.packets_delayed,
-            "packets_duplicated": self.packets_duplicated,
-            "packets_reordered": self.packets_reordered,
-            "packets_discarded": self.packets_discarded,
-            "max_gap_ms": _round_ms(self.max_gap_ms),
-            "gaps": [gap.to_dict() for gap in self.gaps],
-            "gap_count": self.gap_count,
-            "jitter_ms": _round_ms(self.jitter_ms),
-            "first_arrival_ms": (
-                None
-                if self.first_arrival_ms is None
-                else _round_ms(self.first_arrival_ms)
-            ),
-            "last_arrival_ms": (
-                None
-                if self.last_arrival_ms is None
-                else _round_ms(self.last_arrival_ms)
-            ),
-        }
 
 
 def _signed_delta(value: int, reference: int, modulus: int) -> int:

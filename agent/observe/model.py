@@ -4,9 +4,10 @@ Theory of operation
 -------------------
 Each peer of a call has one observer. An observer turns what the peer's ICE
 gatherer, ICE transport, DTLS transport, wire tap and media receiver did into
-:class:`Event` records on a timeline (``t_ms`` from the start of the call, taken
-from an injectable clock). Metrics are *derived* from the events — never counted
-separately — so the JSON report's counters and its timeline cannot disagree.
+typed events (:mod:`agent.observe.events`) on a timeline (``t_ms`` from the
+start of the call, taken from an injectable clock). Metrics are *derived*
+from the events — never counted separately — so the JSON report's counters
+and its timeline cannot disagree.
 
 The metric contract (``../shared/DESIGN.md``):
 
@@ -22,9 +23,9 @@ that peer started it, ``remote`` the far end, ``network`` a fault nobody chose.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
 
 
 class Side(enum.StrEnum):
@@ -74,31 +75,14 @@ class EventType(enum.StrEnum):
     NOTE = "note"
 
 
+#: The two media directions of a call, as the report names them.
+DIRECTIONS = ("caller_to_callee", "callee_to_caller")
+
 #: Event types that the metric contract counts.
 COUNTED = {
     EventType.DTLS_REHANDSHAKE: "dtls_rehandshakes",
     EventType.ICE_RESTART: "ice_restarts",
 }
-
-
-@dataclass(frozen=True)
-class Event:
-    type: EventType
-    t_ms: float
-    side: Side
-    initiator: Initiator | None = None
-    cause: str | None = None
-    detail: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "type": str(self.type),
-            "t_ms": round(self.t_ms, 1),
-            "side": str(self.side),
-            "initiator": None if self.initiator is None else str(self.initiator),
-            "cause": self.cause,
-            "detail": dict(self.detail),
-        }
 
 
 @dataclass(frozen=True)
@@ -127,17 +111,28 @@ class MetricCount:
     remote: int
     level: Level
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "total": self.total,
-            "local": self.local,
-            "remote": self.remote,
-            "level": str(self.level),
-        }
+
+@dataclass(frozen=True)
+class Metrics:
+    """The contract metrics of one observer (``metrics`` in the report)."""
+
+    dtls_rehandshakes: MetricCount
+    ice_restarts: MetricCount
+    #: selected-pair switches within one ICE generation
+    selected_pair_changes: int
+
+
+class Countable(Protocol):
+    """An event, or a span still open, as far as counting needs it."""
+
+    @property
+    def type(self) -> EventType: ...
+    @property
+    def initiator(self) -> Initiator | None: ...
 
 
 def count_metric(
-    events: Iterable[Event], kind: EventType, thresholds: Thresholds
+    events: Iterable[Countable], kind: EventType, thresholds: Thresholds
 ) -> MetricCount:
     """Count one contract metric from one observer's events.
 

@@ -14,7 +14,7 @@ call clock. Three sources feed it:
   :class:`~agent.observe.media.MediaAnalyzer`.
 
 ICE restarts and DTLS rehandshakes are *spans*: they start, then complete or
-fail. The stack (or the wire tap) opens a span; it becomes an :class:`Event`
+fail. The stack (or the wire tap) opens a span; it becomes an event
 when it closes, stamped with its start time. Spans still open when the call ends
 close with outcome ``incomplete`` — or ``failed`` for a rehandshake the wire saw
 start but our stack never completed.
@@ -23,8 +23,8 @@ start but our stack never completed.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from agent.observe.dtlswire import (
@@ -33,13 +33,38 @@ from agent.observe.dtlswire import (
     HandshakeStart,
     HandshakeTracker,
 )
+from agent.observe.events import (
+    AssociationInfo,
+    ConnectionStateDetail,
+    ConnectionStateEvent,
+    DtlsRecordDetail,
+    DtlsRecordEvent,
+    DtlsRehandshakeDetail,
+    DtlsRehandshakeEvent,
+    DtlsStateEvent,
+    Event,
+    IceGatheringEvent,
+    IceRestartDetail,
+    IceRestartEvent,
+    IceStateDetail,
+    IceStateEvent,
+    MediaGapDetail,
+    MediaGapEvent,
+    NoteDetail,
+    NoteEvent,
+    PairInfo,
+    SelectedPairChangeEvent,
+    SelectedPairDetail,
+    StateDetail,
+)
 from agent.observe.media import MediaAnalyzer, MediaStats
 from agent.observe.model import (
     COUNTED,
-    Event,
+    Countable,
     EventType,
     Initiator,
     MetricCount,
+    Metrics,
     Outcome,
     Side,
     Thresholds,
@@ -62,13 +87,19 @@ class MediaSettings:
 
 @dataclass
 class Span:
-    """An ICE restart or DTLS rehandshake in progress."""
+    """An ICE restart or DTLS rehandshake in progress; an event once closed."""
 
     type: EventType
     t_ms: float
     initiator: Initiator
     cause: str | None
-    detail: dict[str, Any] = field(default_factory=dict)
+    trigger: str | None = None
+    #: ICE restarts: the generation it opens
+    generation: int = 0
+    #: DTLS rehandshakes: ``stack``, ``wire`` or ``wire+stack``
+    detected_by: str = "stack"
+    first_message: str | None = None
+    wire_started_ms: float | None = None
 
 
 class PeerObserver:
@@ -96,60 +127,118 @@ class PeerObserver:
         self._dtls_span: Span | None = None
 
     # -- recording helpers ------------------------------------------------
-    def record(
-        self,
-        type_: EventType,
-        *,
-        initiator: Initiator | None = None,
-        cause: str | None = None,
-        t_ms: float | None = None,
-        **detail: Any,
-    ) -> Event:
-        event = Event(
-            type=type_,
-            t_ms=self._clock_ms() if t_ms is None else t_ms,
-            side=self.side,
-            initiator=initiator,
-            cause=cause,
-            detail=detail,
-        )
+    def now_ms(self) -> float:
+        return self._clock_ms()
+
+    def add(self, event: Event) -> Event:
+        """Append an event built by the caller (``side`` must be this one's)."""
         self.events.append(event)
         return event
+
+    def note(
+        self,
+        text: str | None = None,
+        *,
+        cause: str | None = None,
+        t_ms: float | None = None,
+        stall_ms: float | None = None,
+        fingerprint_sha256: str | None = None,
+    ) -> Event:
+        return self.add(
+            NoteEvent(
+                t_ms=self._clock_ms() if t_ms is None else t_ms,
+                side=self.side,
+                cause=cause,
+                detail=NoteDetail(
+                    text=text, stall_ms=stall_ms, fingerprint_sha256=fingerprint_sha256
+                ),
+            )
+        )
 
     def open_span(
         self,
         type_: EventType,
         initiator: Initiator,
         cause: str | None,
-        **detail: Any,
+        **fields: Any,
     ) -> Span:
-        span = Span(type_, self._clock_ms(), initiator, cause, dict(detail))
+        span = Span(type_, self._clock_ms(), initiator, cause, **fields)
         self._open_spans.append(span)
         return span
 
-    def close_span(self, span: Span, outcome: Outcome, **detail: Any) -> Event:
+    def close_span(
+        self,
+        span: Span,
+        outcome: Outcome,
+        *,
+        pair: SelectedPair | None = None,
+        stack_detail: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Record ``span`` as an event; ``stack_detail`` is what the stack
+        reported about a rehandshake (``before``/``after``/``error``)."""
         if span in self._open_spans:
             self._open_spans.remove(span)
-        span.detail.update(detail)
-        span.detail["outcome"] = str(outcome)
-        span.detail["duration_ms"] = round(self._clock_ms() - span.t_ms, 1)
-        return self.record(
-            span.type,
-            initiator=span.initiator,
-            cause=span.cause,
-            t_ms=span.t_ms,
-            **span.detail,
-        )
+        duration_ms = round(self._clock_ms() - span.t_ms, 1)
+        event: Event
+        if span.type is EventType.ICE_RESTART:
+            event = IceRestartEvent(
+                t_ms=span.t_ms,
+                side=self.side,
+                initiator=span.initiator,
+                cause=span.cause,
+                detail=IceRestartDetail(
+                    outcome=outcome,
+                    duration_ms=duration_ms,
+                    trigger=span.trigger,
+                    generation=span.generation,
+                    selected_pair=None
+                    if pair is None
+                    else PairInfo.from_stack(pair.to_dict()),
+                ),
+            )
+        else:
+            extra = stack_detail or {}
+            error = extra.get("error")
+            event = DtlsRehandshakeEvent(
+                t_ms=span.t_ms,
+                side=self.side,
+                initiator=span.initiator,
+                cause=span.cause,
+                detail=DtlsRehandshakeDetail(
+                    outcome=outcome,
+                    duration_ms=duration_ms,
+                    trigger=span.trigger,
+                    detected_by=span.detected_by,
+                    first_message=span.first_message,
+                    wire_started_ms=span.wire_started_ms,
+                    before=AssociationInfo.from_stack(extra.get("before")),
+                    after=AssociationInfo.from_stack(extra.get("after")),
+                    error=None if error is None else str(error),
+                ),
+            )
+        return self.add(event)
 
     def open_spans(self, type_: EventType) -> list[Span]:
         return [s for s in self._open_spans if s.type is type_]
 
     # -- PeerListener -------------------------------------------------------
     def on_ice_gathering(self, state: str, generation: int) -> None:
-        self.record(EventType.ICE_GATHERING, state=state, generation=generation)
+        self.add(
+            IceGatheringEvent(
+                t_ms=self._clock_ms(),
+                side=self.side,
+                detail=IceStateDetail(state=state, generation=generation),
+            )
+        )
 
     def on_ice_state(self, state: str, generation: int) -> None:
-        self.record(EventType.ICE_STATE, state=state, generation=generation)
+        self.add(
+            IceStateEvent(
+                t_ms=self._clock_ms(),
+                side=self.side,
+                detail=IceStateDetail(state=state, generation=generation),
+            )
+        )
 
     def on_ice_restart_started(
         self, generation: int, initiator: str, trigger: str, cause: str | None
@@ -173,21 +262,20 @@ class PeerObserver:
             # Glare: this side's offer was withdrawn in favour of the far end's;
             # no generation came of it, so nothing is counted (a note says so).
             self._open_spans.remove(span)
-            self.record(
-                EventType.NOTE,
-                text=f"ICE restart offer (generation {generation}) rolled back (glare)",
+            self.note(
+                f"ICE restart offer (generation {generation}) rolled back (glare)"
             )
             return
         if outcome == "completed":
             self.ice_generation = max(self.ice_generation, generation)
-        self.close_span(
-            span,
-            Outcome(outcome),
-            selected_pair=None if pair is None else pair.to_dict(),
-        )
+        self.close_span(span, Outcome(outcome), pair=pair)
 
     def on_dtls_state(self, state: str) -> None:
-        self.record(EventType.DTLS_STATE, state=state)
+        self.add(
+            DtlsStateEvent(
+                t_ms=self._clock_ms(), side=self.side, detail=StateDetail(state=state)
+            )
+        )
         if state == "connected" and not self._dtls_established:
             self._dtls_established = True
             self._handshakes.mark_established()
@@ -199,14 +287,15 @@ class PeerObserver:
             (
                 s
                 for s in self.open_spans(EventType.DTLS_REHANDSHAKE)
-                if s.detail.get("detected_by") == "wire"
+                if s.detected_by == "wire"
             ),
             None,
         )
         if wire is not None and initiator == "remote":
             # The wire tap saw the far end's ClientHello before the stack did.
             wire.cause = cause
-            wire.detail.update(trigger=trigger, detected_by="wire+stack")
+            wire.trigger = trigger
+            wire.detected_by = "wire+stack"
             self._dtls_span = wire
             return
         self._dtls_span = self.open_span(
@@ -220,22 +309,28 @@ class PeerObserver:
     def on_dtls_rehandshake_ended(self, outcome: str, detail: dict[str, Any]) -> None:
         span, self._dtls_span = self._dtls_span, None
         if span is not None:
-            self.close_span(span, Outcome(outcome), **detail)
+            self.close_span(span, Outcome(outcome), stack_detail=detail)
 
     def on_certificate(self, info: dict[str, Any]) -> None:
         # The validity windows are in the report's sides.<side>.certificates;
         # the timeline shows an expired certificate that stays in use.
         if info.get("expired"):
-            self.record(
-                EventType.NOTE,
+            fingerprint = info.get("fingerprint_sha256")
+            self.note(
+                "certificate expired; kept in use",
                 cause="cert_expiry",
-                text="certificate expired; kept in use",
-                fingerprint_sha256=info.get("fingerprint_sha256"),
+                fingerprint_sha256=None if fingerprint is None else str(fingerprint),
             )
 
     def on_connection_state(self, state: PeerState) -> None:
         self.state = state
-        self.record(EventType.CONNECTION_STATE, state=str(state))
+        self.add(
+            ConnectionStateEvent(
+                t_ms=self._clock_ms(),
+                side=self.side,
+                detail=ConnectionStateDetail(state=str(state)),
+            )
+        )
         if state is PeerState.CONNECTED and self.connected_at_ms is None:
             self.connected_at_ms = self._clock_ms()
 
@@ -243,11 +338,20 @@ class PeerObserver:
         # The first pair of a generation is its initial selection, not a change.
         initial = generation not in self._generations_with_pair
         self._generations_with_pair.add(generation)
-        self.record(
-            EventType.SELECTED_PAIR_CHANGE,
-            initial=initial,
-            generation=generation,
-            **pair.to_dict(),
+        info = PairInfo.from_stack(pair.to_dict())
+        self.add(
+            SelectedPairChangeEvent(
+                t_ms=self._clock_ms(),
+                side=self.side,
+                detail=SelectedPairDetail(
+                    initial=initial,
+                    generation=generation,
+                    local=info.local,
+                    remote=info.remote,
+                    local_type=info.local_type,
+                    remote_type=info.remote_type,
+                ),
+            )
         )
 
     def on_wire(self, direction: WireDirection, data: bytes) -> None:
@@ -258,14 +362,18 @@ class PeerObserver:
             if isinstance(item, HandshakeStart):
                 self._on_handshake_start(item)
             elif isinstance(item, AlertSeen):
-                self.record(
-                    EventType.DTLS_RECORD,
-                    t_ms=item.t_ms,
-                    record="alert",
-                    direction=str(item.direction),
-                    epoch=item.epoch,
-                    level=item.level,
-                    description=item.description,
+                self.add(
+                    DtlsRecordEvent(
+                        t_ms=item.t_ms,
+                        side=self.side,
+                        detail=DtlsRecordDetail(
+                            record="alert",
+                            direction=str(item.direction),
+                            epoch=item.epoch,
+                            level=item.level,
+                            description=item.description,
+                        ),
+                    )
                 )
 
     def _on_handshake_start(self, start: HandshakeStart) -> None:
@@ -274,7 +382,8 @@ class PeerObserver:
         # A rehandshake the stack already announced (e.g. our own rotation)
         # has a span; the wire only confirms it started.
         for span in self.open_spans(EventType.DTLS_REHANDSHAKE):
-            span.detail.setdefault("wire_started_ms", round(start.t_ms, 1))
+            if span.wire_started_ms is None:
+                span.wire_started_ms = round(start.t_ms, 1)
             return
         initiator = (
             Initiator.LOCAL
@@ -287,7 +396,8 @@ class PeerObserver:
                 start.t_ms,
                 initiator,
                 None,
-                {"detected_by": "wire", "first_message": start.kind},
+                detected_by="wire",
+                first_message=str(start.kind),
             )
         )
 
@@ -301,13 +411,17 @@ class PeerObserver:
         gap = analyzer.add(seq, timestamp, arrival_ms)
         # A sender pause (DTX, silence) is not an interruption of media.
         if gap is not None and not gap.sender_paused:
-            self.record(
-                EventType.MEDIA_GAP,
-                t_ms=gap.start_ms,
-                direction=f"{self.side.other}_to_{self.side}",
-                length_ms=round(gap.length_ms, 1),
-                packets_missing=gap.packets_missing,
-                ssrc=ssrc,
+            self.add(
+                MediaGapEvent(
+                    t_ms=gap.start_ms,
+                    side=self.side,
+                    detail=MediaGapDetail(
+                        direction=f"{self.side.other}_to_{self.side}",
+                        length_ms=round(gap.length_ms, 1),
+                        packets_missing=gap.packets_missing,
+                        ssrc=ssrc,
+                    ),
+                )
             )
 
     # -- results ------------------------------------------------------------
@@ -315,10 +429,7 @@ class PeerObserver:
         """Close the spans still open when the call ends."""
         for span in list(self._open_spans):
             outcome = Outcome.INCOMPLETE
-            if (
-                span.type is EventType.DTLS_REHANDSHAKE
-                and span.detail.get("detected_by") == "wire"
-            ):
+            if span.type is EventType.DTLS_REHANDSHAKE and span.detected_by == "wire":
                 # Seen on the wire, never completed by our stack.
                 outcome = Outcome.FAILED
             self.close_span(span, outcome)
@@ -330,20 +441,21 @@ class PeerObserver:
         stats = [a.stats() for a in self._analyzers.values()]
         return max(stats, key=lambda s: s.packets_received)
 
-    def metrics(self, thresholds: dict[str, Thresholds]) -> dict[str, Any]:
-        counts: dict[str, Any] = {}
-        pending = [
-            Event(s.type, s.t_ms, self.side, s.initiator, s.cause)
-            for s in self._open_spans
-        ]
-        for kind, key in COUNTED.items():
-            count: MetricCount = count_metric(
-                [*self.events, *pending], kind, thresholds.get(key, Thresholds())
-            )
-            counts[key] = count.to_dict()
-        counts["selected_pair_changes"] = sum(
-            1
-            for e in self.events
-            if e.type is EventType.SELECTED_PAIR_CHANGE and not e.detail.get("initial")
+    def metrics(self, thresholds: Mapping[str, Thresholds]) -> Metrics:
+        """Counted from the events, and from spans still open (a restart under
+        way when the call ended counts: it started)."""
+        counted: list[Countable] = [*self.events, *self._open_spans]
+
+        def count(kind: EventType) -> MetricCount:
+            key = COUNTED[kind]
+            return count_metric(counted, kind, thresholds.get(key, Thresholds()))
+
+        return Metrics(
+            dtls_rehandshakes=count(EventType.DTLS_REHANDSHAKE),
+            ice_restarts=count(EventType.ICE_RESTART),
+            selected_pair_changes=sum(
+                1
+                for e in self.events
+                if isinstance(e, SelectedPairChangeEvent) and not e.detail.initial
+            ),
         )
-        return counts

@@ -25,9 +25,11 @@ Report keys read (one call)::
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from typing import Any
 
+from agent.observe.correlate import is_fault_effect
+from agent.observe.model import COUNTED, DIRECTIONS
+from agent.report.entries import CheckEntry
 from agent.scenario.model import (
     CountRange,
     Expectations,
@@ -37,21 +39,13 @@ from agent.scenario.model import (
 
 __all__ = ["DIRECTIONS", "Check", "check_expectations"]
 
-#: The two media directions of a call, as the report names them.
-DIRECTIONS = ("caller_to_callee", "callee_to_caller")
 
 _NOT_MEASURED = "not measured"
 _NEVER_CONNECTED = "never connected"
 
 
-@dataclass(frozen=True)
-class Check:
-    """One expectation's verdict."""
-
-    name: str
-    expected: str
-    actual: str
-    passed: bool
+#: One expectation's verdict, as the report's ``expectations.checks`` hold it.
+Check = CheckEntry
 
 
 def _lookup(result: Mapping[str, Any], dotted: str) -> Any:
@@ -112,7 +106,7 @@ def _level(metric: str, result: Mapping[str, Any], want: str) -> Check:
 
 
 #: the event type each contract metric counts
-_EVENT_TYPE = {"ice_restarts": "ice_restart", "dtls_rehandshakes": "dtls_rehandshake"}
+_EVENT_TYPE = {metric: str(kind) for kind, metric in COUNTED.items()}
 
 
 def _counted_events(
@@ -247,18 +241,15 @@ def _pair_changes_by_side(
             )
 
 
-#: what a network fault produces, so what must carry a cause
-_EFFECTS = ("ice_restart", "dtls_rehandshake", "media_gap")
-
-
 def _needs_cause(event: Mapping[str, Any]) -> bool:
-    kind = event.get("type")
-    detail = event.get("detail") or {}
-    if kind == "selected_pair_change":
-        return not detail.get("initial")
-    if kind == "connection_state":
-        return detail.get("state") in ("disconnected", "failed")
-    return kind in _EFFECTS
+    # What a network fault produces: the one list the attribution uses too.
+    detail = event.get("detail")
+    detail = detail if isinstance(detail, Mapping) else {}
+    return is_fault_effect(
+        str(event.get("type")),
+        state=detail.get("state"),
+        initial=detail.get("initial"),
+    )
 
 
 def _all_attributed(result: Mapping[str, Any]) -> Check:

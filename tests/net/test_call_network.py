@@ -17,6 +17,7 @@ from agent.net.faults.base import DirectedParams, FaultParams, TimedParams
 from agent.net.faults.loss import LossParams
 from agent.net.filters import Blackhole, Direction, Loss, Passthrough
 from agent.net.network import CallNetwork
+from agent.observe.events import to_json
 from agent.observe.model import EventType, Initiator, Side
 from agent.observe.observer import PeerObserver
 from agent.stack.ice import SideNet
@@ -41,7 +42,7 @@ def network(seed: int = 7) -> tuple[CallNetwork, SideNet, PeerObserver, Clock]:
 
 def faults(observer: PeerObserver) -> list[tuple[EventType, dict[str, Any]]]:
     kinds = (EventType.FAULT_START, EventType.FAULT_END)
-    return [(e.type, dict(e.detail)) for e in observer.events if e.type in kinds]
+    return [(e.type, to_json(e.detail)) for e in observer.events if e.type in kinds]
 
 
 async def test_a_timed_filter_fault_is_installed_then_removed_with_its_events() -> None:
@@ -50,18 +51,20 @@ async def test_a_timed_filter_fault_is_installed_then_removed_with_its_events() 
     net.apply(Side.CALLER, "net.blackhole", params)
     (hole,) = side_net.filters
     assert isinstance(hole, Blackhole) and hole.direction is Direction.INBOUND
-    (start,) = [e for e in observer.events if e.type is EventType.FAULT_START]
-    assert start.initiator is Initiator.NETWORK and start.cause == "blackhole"
-    assert start.detail["fault"] == "blackhole"
-    assert start.detail["direction"] == "inbound"
-    assert start.detail["duration_ms"] == 50.0
+    (start_event,) = [e for e in observer.events if e.type is EventType.FAULT_START]
+    assert start_event.initiator is Initiator.NETWORK
+    assert start_event.cause == "blackhole"
+    start = to_json(start_event.detail)
+    assert start["fault"] == "blackhole"
+    assert start["direction"] == "inbound"
+    assert start["duration_ms"] == 50.0
     clock.now_ms = 50.0
     async with asyncio.timeout(2):
         # The fault's own timer removes it; await that state, bounded.
         while side_net.filters:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
     (_, end) = faults(observer)[1]
-    assert end["fault_id"] == start.detail["fault_id"] and end["dropped"] == 0
+    assert end["fault_id"] == start["fault_id"] and end["dropped"] == 0
     assert end["duration_ms"] == 50.0
 
 

@@ -11,17 +11,20 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Iterable
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from agent.observe.events import to_json
 from agent.observe.media import (
     MAX_STORED_GAPS,
     MediaAnalyzer,
     MediaGap,
     MediaStats,
 )
+from agent.report.entries import MediaEntry
 
 PTIME_MS = 20.0
 TICKS = 960  # 20 ms at 48 kHz
@@ -456,15 +459,19 @@ def test_stored_gaps_are_capped_but_counted() -> None:
     assert stats.gap_count == MAX_STORED_GAPS + 499
 
 
-def test_to_dict_is_json_ready_and_rounded() -> None:
+def _entry(stats: MediaStats) -> Any:
+    return to_json(MediaEntry.received(None, True, stats))
+
+
+def test_the_report_entry_is_json_ready_and_rounded() -> None:
     sent = opus(300)
     packets = [(s, ts, t + 0.04321) for s, ts, t in sent[:100] + sent[200:]]
-    data = MediaAnalyzer().stats().to_dict()
-    assert data["first_arrival_ms"] is None
+    data = _entry(MediaAnalyzer().stats())
+    assert data.get("first_arrival_ms") is None
 
     analyzer = MediaAnalyzer()
     feed(analyzer, packets)
-    data = analyzer.stats().to_dict()
+    data = _entry(analyzer.stats())
 
     assert json.loads(json.dumps(data)) == data
     assert data["packets_lost"] == 100

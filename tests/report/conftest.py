@@ -16,6 +16,7 @@ def _media(
 ) -> dict[str, Any]:
     return {
         "packets_sent": 500,
+        "sends": True,
         "packets_received": 500 - lost,
         "packets_expected": 500,
         "packets_lost": lost,
@@ -25,6 +26,19 @@ def _media(
         "max_gap_ms": max_gap_ms,
         "jitter_ms": 1.3,
         "gaps": [],
+    }
+
+
+def _side(metrics: dict[str, Any], address: str) -> dict[str, Any]:
+    return {
+        "metrics": copy.deepcopy(metrics),
+        "address": address,
+        "selected_pair": None,
+        "final_state": "closed",
+        "certificate": None,
+        "certificates": [],
+        "packets_sent": 500,
+        "frames_decoded": None,
     }
 
 
@@ -70,16 +84,8 @@ def make_call(
         "error": error,
         "metrics": metrics,
         "sides": {
-            "caller": {
-                "metrics": copy.deepcopy(metrics),
-                "certificate": None,
-                "ice": {},
-            },
-            "callee": {
-                "metrics": copy.deepcopy(metrics),
-                "certificate": None,
-                "ice": {},
-            },
+            "caller": _side(metrics, "127.0.0.1"),
+            "callee": _side(metrics, "127.0.0.2"),
         },
         "media": {
             "caller_to_callee": _media(
@@ -146,6 +152,7 @@ def build_mixed_report() -> dict[str, Any]:
         "detail": {
             "outcome": "completed",
             "duration_ms": 120.0,
+            "detected_by": "stack",
             "triggered_by": "ice_restart",
             "correlated_with": {"type": "ice_restart", "t_ms": 5012.5, "generation": 1},
         },

@@ -198,16 +198,17 @@ _CHILD = textwrap.dedent(
     import itertools, sys
     from pathlib import Path
     from agent.report.writer import ReportWriter
+    from tests.report.conftest import make_call
 
     writer = ReportWriter(Path(sys.argv[1]))
     writer.begin({"run_id": "crash", "seed": 7})
     events = [
-        {"type": "dtls_record", "t_ms": float(i), "side": "caller",
-         "initiator": None, "cause": None, "detail": {"n": i, "pad": "x" * 64}}
+        {"type": "note", "t_ms": float(i), "side": "caller",
+         "initiator": None, "cause": None, "detail": {"text": f"{i} " + "x" * 64}}
         for i in range(400)
     ]
     for i in itertools.count():
-        writer.add_call({"id": f"soak#{i}", "scenario": "soak", "events": events})
+        writer.add_call(make_call(f"soak#{i}", events=events))
     """
 )
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from agent.scenario.loader import load_scenarios
 from agent.scenario.runner import ScenarioRunner
+from tests.support.report_schema import as_report, assert_matches_schema
 
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios"
 LONGEST_S = 60.0
@@ -23,6 +24,8 @@ async def test_every_builtin_scenario_passes() -> None:
     assert len(scenarios) >= 8
     runs = [ScenarioRunner(seed=1234).run([s]) for s in scenarios]
     results = await asyncio.wait_for(asyncio.gather(*runs), timeout=150)
+    # Every event type every fault produces, against docs/report.schema.json.
+    assert_matches_schema(as_report([call for result in results for call in result]))
     failures = []
     for scenario, (result, *_) in zip(scenarios, results, strict=True):
         if not result["expectations"]["passed"] or result["error"]:
