@@ -9,7 +9,7 @@ import itertools
 
 import pytest
 
-from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, NatTable, Refresh
+from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, NatTable, NatType, Refresh
 
 EIM = Behavior.ENDPOINT_INDEPENDENT
 ADM = Behavior.ADDRESS_DEPENDENT
@@ -130,7 +130,7 @@ def test_flush_forgets_state_but_preserves_the_port() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(NAT_TYPES))
-def test_classic_names_are_behaviour_data(name: str) -> None:
+def test_classic_names_are_behaviour_data(name: NatType) -> None:
     mapping, filtering = NAT_TYPES[name]
     nat, _ = table(mapping=mapping, filtering=filtering)
     public = nat.outbound(INSIDE, A1, now=0).public

@@ -96,7 +96,7 @@ def test_the_latest_restart_before_it_is_the_trigger() -> None:
 
 
 def test_unrelated_rehandshakes_are_left_alone() -> None:
-    cases = [
+    cases: list[list[Event]] = [
         # before the restart
         [rehandshake(900.0), restart(1000.0)],
         # after the correlation window

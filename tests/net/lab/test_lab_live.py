@@ -17,7 +17,7 @@ import random
 import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import pytest
 
@@ -26,7 +26,7 @@ from agent.net.lab import faults
 from agent.net.lab.lab import Lab
 from agent.net.lab.shell import list_namespaces, run_checked
 from agent.net.lab.topology import Direction, Role
-from agent.net.nat import NAT_TYPES, NatBehavior, Refresh
+from agent.net.nat import NAT_TYPES, NatBehavior, NatType, Refresh
 from agent.net.network import NatConfig
 
 pytestmark = [pytest.mark.netns, pytest.mark.usefixtures("root_lab")]
@@ -39,7 +39,7 @@ SERVER_PORT = 5000
 IP_MTU_DISCOVER, IP_PMTUDISC_DO = 10, 2
 
 
-def nat_type(name: str, **kwargs: object) -> NatBehavior:
+def nat_type(name: NatType, **kwargs: Any) -> NatBehavior:
     mapping, filtering = NAT_TYPES[name]
     default = NatConfig().behavior()
     return dataclasses.replace(default, mapping=mapping, filtering=filtering, **kwargs)
@@ -265,7 +265,11 @@ async def test_inbound_does_not_refresh_an_outbound_refresh_mapping(
 async def test_full_cone_lets_any_remote_in_restricted_cone_only_known_hosts(
     endpoints: list[Udp],
 ) -> None:
-    for name, stranger_gets_in in (("full_cone", True), ("restricted_cone", False)):
+    cases: tuple[tuple[NatType, bool], ...] = (
+        ("full_cone", True),
+        ("restricted_cone", False),
+    )
+    for name, stranger_gets_in in cases:
         async with Lab(nat_type(name), run_id="t7live") as lab:
             topo = lab.topology
             inside = await udp(lab, Role.INSIDE, endpoints, 40000)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import shutil
+from typing import Any
 
 import pytest
 
@@ -29,7 +30,7 @@ from agent.net.lab.topology import (
     parse_namespace_name,
     validate_run_id,
 )
-from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, Refresh
+from agent.net.nat import NAT_TYPES, Behavior, NatBehavior, NatType, Refresh
 from agent.net.network import NatConfig
 
 EIM = Behavior.ENDPOINT_INDEPENDENT
@@ -39,7 +40,7 @@ TOPO = LabTopology("r1", 7)
 
 
 def behavior(
-    mapping: Behavior = EIM, filtering: Behavior = APDM, **changes: object
+    mapping: Behavior = EIM, filtering: Behavior = APDM, **changes: Any
 ) -> NatBehavior:
     """The scenario default NAT with some behaviours changed."""
     default = NatConfig().behavior()
@@ -117,7 +118,7 @@ def test_link_fault_ends_by_direction() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(NAT_TYPES))
-def test_every_classic_nat_type_is_expressible(name: str) -> None:
+def test_every_classic_nat_type_is_expressible(name: NatType) -> None:
     mapping, filtering = NAT_TYPES[name]
     ruleset = nat_ruleset(behavior(mapping, filtering), TOPO)
     text = ruleset.nft
