@@ -91,7 +91,13 @@ from agent.scenario.fields import (
 )
 from agent.scenario.steps import RESERVED_KEYS, STEPS, Step
 from agent.scenario.steps_net import FILE_SYNTAX_CONTEXT, fault_of
-from agent.stack.peer import CertExpiryPolicy, FarEndProfile, RecoveryPolicy
+from agent.stack.peer import (
+    CertExpiryPolicy,
+    CertificateKind,
+    FarEndProfile,
+    IceProfile,
+    RecoveryPolicy,
+)
 
 __all__ = [
     "CauseExpectations",
@@ -206,6 +212,11 @@ class PeerSettings(Section):
     dtls_mtu: Annotated[StrictInt, Field(ge=256, le=1500)] = 1200
     #: DTLS behaviour of field equipment this peer imitates
     dtls_profile: FarEndProfile = FarEndProfile.NEVER
+    #: the key of its DTLS certificates: ecdsa (browsers) or rsa (webrtcbin,
+    #: SBCs that require one)
+    certificate: CertificateKind = CertificateKind.ECDSA
+    #: whose ICE behaviour it imitates: libwebrtc (a browser) or rfc (aioice)
+    ice_profile: IceProfile = IceProfile.LIBWEBRTC
 
 
 #: Distinct loopback addresses by default, so a capture tells the sides apart.

@@ -48,7 +48,9 @@ from agent.stack.certs import (
 )
 from agent.stack.config import (
     CertExpiryPolicy,
+    CertificateKind,
     FarEndProfile,
+    IceProfile,
     PeerConfig,
     PeerState,
     RecoveryPolicy,
@@ -95,7 +97,8 @@ class Peer:
         self._clock_ms = clock_ms
         self._wall_clock = wall_clock
         self.certificate = make_certificate(
-            config.certificate_lifetime_s or DEFAULT_CERT_LIFETIME_S
+            config.certificate_lifetime_s or DEFAULT_CERT_LIFETIME_S,
+            kind=config.certificate,
         )
         self.certificates: list[dict[str, Any]] = []
         self.mux = IceMux()
@@ -465,9 +468,11 @@ class Peer:
 
 __all__ = [
     "CertExpiryPolicy",
+    "CertificateKind",
     "DatagramFilter",
     "FarEndProfile",
     "IceGeneration",
+    "IceProfile",
     "Negotiated",
     "NullListener",
     "Peer",
