@@ -58,20 +58,31 @@ class PeerIce:
                 return False  # glare: the far end's restart won
             self.fail_restart(generation, f"renegotiation failed: {exc}")
             return False
-        assert generation.task is not None
+        if generation.task is None:
+            return False  # rejected: the far end kept its credentials
         await asyncio.shield(generation.task)
         return self.peer.current is generation
 
+    def reject_restart(self, generation: IceGeneration, why: str) -> None:
+        """The far end answered our restart without restarting: outcome
+        ``rejected``; its sockets close and the current generation (the one
+        the far end still sends on) stays in use."""
+        self._end_restart(generation, "rejected", why)
+
     def fail_restart(self, generation: IceGeneration, why: str) -> None:
+        self._end_restart(generation, "failed", why)
+
+    def _end_restart(self, generation: IceGeneration, outcome: str, why: str) -> None:
         logger.info(
-            "%s: ICE restart (generation %d) failed: %s",
+            "%s: ICE restart (generation %d) %s: %s",
             self.peer.name,
             generation.number,
+            outcome,
             why,
         )
         if self.peer.pending is generation:
             self.peer.ice_generations.pending = None
-        self.peer._listener.on_ice_restart_ended(generation.number, "failed", None)
+        self.peer._listener.on_ice_restart_ended(generation.number, outcome, None)
         self.peer._spawn(generation.transport.stop())
         if self.peer._liveness is PeerState.FAILED:
             # Nothing left to recover with.
