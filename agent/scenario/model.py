@@ -196,8 +196,9 @@ class PeerSettings(Section):
     recovery: RecoveryPolicy = RecoveryPolicy.NONE
     #: nothing received this long on the selected pair -> ``disconnected``
     disconnected_after: PositiveDuration = 2.0
-    #: RFC 7675 consent check interval (also the NAT keepalive)
-    consent_interval: PositiveDuration = 5.0
+    #: pings on the selected pair (RFC 7675 consent checks, also the NAT
+    #: keepalive); unset: the ICE profile's (libwebrtc 2.5 s, rfc 5 s)
+    consent_interval: PositiveDuration | None = None
     #: no consent response this long -> ``failed`` (RFC 7675 §5.1: 30 s)
     consent_expiry: PositiveDuration = 30.0
     #: false: this peer only receives audio (a listener, a call on hold), so

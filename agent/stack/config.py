@@ -87,7 +87,9 @@ class PeerConfig:
     rng: random.Random = field(default_factory=random.Random)
     #: nothing received on the selected pair this long -> ``disconnected``
     disconnected_after_s: float = 2.0
-    consent_interval_s: float = CONSENT_INTERVAL_S
+    #: pings (consent checks) on a healthy selected pair; None: the ICE
+    #: profile's (libwebrtc 2.5 s, rfc 5 s)
+    consent_interval_s: float | None = None
     recovery: RecoveryPolicy = RecoveryPolicy.NONE
     #: a new generation not selected within this long is a failed restart
     restart_timeout_s: float = 10.0

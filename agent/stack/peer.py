@@ -251,22 +251,7 @@ class Peer:
         """Apply the remote answer to our offer; the offered generation connects."""
         audio = self.negotiation.receive_answer(answer_sdp)
         generation = self.ice_generations.negotiating
-        current = self.current
-        if (
-            generation.restart is not None
-            and current is not None
-            and current.remote is not None
-            and audio.ice is not None
-            and (audio.ice.usernameFragment, audio.ice.password)
-            == (current.remote.usernameFragment, current.remote.password)
-        ):
-            # RFC 8445 §9 / RFC 8839 §4.4.1.1.1: a far end that restarts
-            # answers with new credentials. One that keeps them (webrtcbin
-            # answering a WHIP PATCH) did not restart and still sends on the
-            # old generation, which therefore stays in use.
-            self.ice_side.reject_restart(
-                generation, "the answer kept the far end's ICE credentials"
-            )
+        if self.ice_side.rejects_restart(generation, audio):
             return
         await generation.apply_remote(audio)
         self.ice_side.start_generation(generation)

@@ -4,8 +4,6 @@ DTLS role it has, and the negotiated suite is the one its key calls for."""
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from test_peer import Recorder, connect, make_peer
