@@ -15,6 +15,10 @@ pair. :class:`~agent.stack.config.IceProfile` names two behaviours:
       ``p2p/base/connection.cc``: the RTT has converged (more than
       ``RTT_RATIO + 1`` = 4 RTT samples) and no ping response is missing;
       *weak* is not receiving for ``WEAK_CONNECTION_RECEIVE_TIMEOUT`` (2500 ms).
+      The channel looks for a pair due a ping every ``STRONG_PING_INTERVAL``
+      (480 ms) while strong, every ``WEAK_PING_INTERVAL`` (48 ms) while weak
+      (``P2PTransportChannel::CheckAndPing``), so a pair's ping waits for the
+      next such tick: 2500 ms becomes 2880 ms, 900 ms becomes 960 ms.
       The stable interval is RTCConfiguration's
       ``stable_writable_connection_ping_interval_ms``: a scenario's
       ``consent_interval`` sets it.
@@ -41,12 +45,18 @@ pure functions of what the ping loop in :mod:`agent.stack.ice` observed.
 
 from __future__ import annotations
 
+import math
+
 from agent.stack.config import CONSENT_INTERVAL_S, IceProfile
 
 #: p2p_constants.h STRONG_AND_STABLE_WRITABLE_CONNECTION_PING_INTERVAL (ms/1000)
 STABLE_PING_INTERVAL_S = 2.5
 #: p2p_constants.h WEAK_OR_STABILIZING_WRITABLE_CONNECTION_PING_INTERVAL
 STABILIZING_PING_INTERVAL_S = 0.9
+#: p2p_constants.h STRONG_PING_INTERVAL: the channel's tick while strong
+STRONG_TICK_S = 0.48
+#: p2p_constants.h WEAK_PING_INTERVAL: the channel's tick while weak
+WEAK_TICK_S = 0.048
 #: p2p_constants.h WEAK_CONNECTION_RECEIVE_TIMEOUT: not receiving -> weak
 WEAK_RECEIVE_TIMEOUT_S = 2.5
 #: connection.cc rtt_converged(): more than RTT_RATIO + 1 (= 4) RTT samples
@@ -70,11 +80,16 @@ def libwebrtc_ping_interval_s(
     receiving: bool,
 ) -> float:
     """libwebrtc's next ping on the selected pair: the stable interval once the
-    pair is stable and receiving, the faster stabilizing/weak one otherwise."""
+    pair is stable and receiving, the faster stabilizing/weak one otherwise,
+    each rounded up to the channel's next tick."""
     stable = rtt_samples >= RTT_SAMPLES_TO_CONVERGE and not missing_response
     if stable and receiving:
-        return stable_interval_s
-    return min(STABILIZING_PING_INTERVAL_S, stable_interval_s)
+        interval = stable_interval_s
+    else:
+        interval = min(STABILIZING_PING_INTERVAL_S, stable_interval_s)
+    tick = STRONG_TICK_S if receiving and not missing_response else WEAK_TICK_S
+    # round() first: 2.4 / 0.48 must be 5 ticks, not 5.000000001 -> 6.
+    return math.ceil(round(interval / tick, 6)) * tick
 
 
 def nominates_on_ping(profile: IceProfile, *, controlling: bool) -> bool:

@@ -62,17 +62,17 @@ def test_libwebrtc_pings_fast_until_stable_and_when_weak() -> None:
         )
 
     # p2p_constants.h: 900 ms while stabilizing (RTT not converged), weak
-    # (not receiving) or a response is missing; 2500 ms once stable.
-    assert [interval(n) for n in range(7)] == [0.9] * 5 + [2.5] * 2
-    assert interval(9, missing=True) == 0.9
-    assert interval(9, receiving=False) == 0.9
-    # A configured interval shorter than the stabilizing one is kept.
-    assert (
-        libwebrtc_ping_interval_s(
-            0.5, rtt_samples=0, missing_response=False, receiving=True
+    # (not receiving) or a response is missing; 2500 ms once stable; each
+    # waits for the channel's next tick (480 ms strong, 48 ms weak).
+    assert [interval(n) for n in range(7)] == pytest.approx([0.96] * 5 + [2.88] * 2)
+    assert interval(9, missing=True) == pytest.approx(0.912)
+    assert interval(9, receiving=False) == pytest.approx(0.912)
+    # A configured interval is ticked too (0.5 s -> 0.96 s, 0.48 s stays).
+    for configured, expected in ((0.5, 0.96), (0.48, 0.48)):
+        ping_s = libwebrtc_ping_interval_s(
+            configured, rtt_samples=0, missing_response=False, receiving=True
         )
-        == 0.5
-    )
+        assert ping_s == pytest.approx(expected)
 
 
 def test_only_a_controlling_libwebrtc_side_nominates_on_pings() -> None:
