@@ -4,6 +4,8 @@ DTLS role it has, and the negotiated suite is the one its key calls for."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from test_peer import Recorder, connect, make_peer
@@ -66,6 +68,28 @@ async def test_an_rsa_side_connects_as_dtls_client_and_as_server(
             "client",
             "server",
         }
+    finally:
+        await caller.close()
+        await callee.close()
+
+
+async def test_a_rotated_certificate_keeps_its_kind_and_the_report_data_its_suite() -> (
+    None
+):
+    caller, rec_a = make_peer("127.0.0.1", 33, certificate=CertificateKind.RSA)
+    callee, rec_b = make_peer("127.0.0.2", 34)
+    caller.renegotiate = callee.accept_offer
+    callee.renegotiate = caller.accept_offer
+    try:
+        await connect(caller, callee)
+        assert await asyncio.wait_for(caller.rehandshake_dtls(), 15)
+        assert isinstance(caller.certificate._key, rsa.RSAPrivateKey)
+        # What the rehandshake event's "after" carries into the report.
+        after = caller.dtls.current.describe()  # type: ignore[union-attr]
+        assert after["association"] == 1
+        assert after["role"] == "server"
+        assert str(after["cipher"]).startswith("ECDHE-RSA-")
+        await media_both_ways(rec_a, rec_b)
     finally:
         await caller.close()
         await callee.close()
