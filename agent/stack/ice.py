@@ -21,9 +21,10 @@ selected pair (``selected_pair_changes``).
 * the selected pair *follows* the far end to a new address inside one
   generation, as libwebrtc does: a controlling agent nominates a pair that a
   triggered check validated (aioice's aggressive nomination, RFC 8445 §7.3.1.4),
-  and a controlled agent switches to a valid pair that is receiving when the
-  selected one has stopped receiving (libwebrtc's controlled-side rule), or on
-  USE-CANDIDATE (RFC 8445 §7.3.1.5).
+  and a controlled agent switches at once on USE-CANDIDATE (RFC 8445
+  §7.3.1.5; a libwebrtc far end nominates on every ping) and, with the
+  libwebrtc profile, to a valid pair that is receiving when the selected one
+  has stopped receiving (libwebrtc's controlled-side rule).
 * ``query_consent`` is replaced by pings on the selected pair at the cadence
   of the side's ICE profile (:mod:`agent.stack.ice_profile`: libwebrtc's, with
   USE-CANDIDATE when controlling, or RFC 7675's), with an expiry that
