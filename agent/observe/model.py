@@ -48,6 +48,9 @@ class Outcome(enum.StrEnum):
     FAILED = "failed"
     #: the call ended before the restart/rehandshake finished
     INCOMPLETE = "incomplete"
+    #: the far end answered an ICE restart with its old credentials: it did
+    #: not restart, and the old generation stays in use
+    REJECTED = "rejected"
 
 
 class Level(enum.StrEnum):

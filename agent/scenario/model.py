@@ -91,7 +91,13 @@ from agent.scenario.fields import (
 )
 from agent.scenario.steps import RESERVED_KEYS, STEPS, Step
 from agent.scenario.steps_net import FILE_SYNTAX_CONTEXT, fault_of
-from agent.stack.peer import CertExpiryPolicy, FarEndProfile, RecoveryPolicy
+from agent.stack.peer import (
+    CertExpiryPolicy,
+    CertificateKind,
+    FarEndProfile,
+    IceProfile,
+    RecoveryPolicy,
+)
 
 __all__ = [
     "CauseExpectations",
@@ -190,8 +196,9 @@ class PeerSettings(Section):
     recovery: RecoveryPolicy = RecoveryPolicy.NONE
     #: nothing received this long on the selected pair -> ``disconnected``
     disconnected_after: PositiveDuration = 2.0
-    #: RFC 7675 consent check interval (also the NAT keepalive)
-    consent_interval: PositiveDuration = 5.0
+    #: pings on the selected pair (RFC 7675 consent checks, also the NAT
+    #: keepalive); unset: the ICE profile's (libwebrtc 2.5 s, rfc 5 s)
+    consent_interval: PositiveDuration | None = None
     #: no consent response this long -> ``failed`` (RFC 7675 §5.1: 30 s)
     consent_expiry: PositiveDuration = 30.0
     #: false: this peer only receives audio (a listener, a call on hold), so
@@ -206,6 +213,11 @@ class PeerSettings(Section):
     dtls_mtu: Annotated[StrictInt, Field(ge=256, le=1500)] = 1200
     #: DTLS behaviour of field equipment this peer imitates
     dtls_profile: FarEndProfile = FarEndProfile.NEVER
+    #: the key of its DTLS certificates: ecdsa (browsers) or rsa (webrtcbin,
+    #: SBCs that require one)
+    certificate: CertificateKind = CertificateKind.ECDSA
+    #: whose ICE behaviour it imitates: libwebrtc (a browser) or rfc (aioice)
+    ice_profile: IceProfile = IceProfile.LIBWEBRTC
 
 
 #: Distinct loopback addresses by default, so a capture tells the sides apart.

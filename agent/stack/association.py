@@ -28,6 +28,26 @@ from OpenSSL import SSL
 from agent.stack.certs import sha256_fingerprint
 from agent.stack.dtlsrecord import split_records
 
+#: The DTLS 1.2 suites we offer and accept, as OpenSSL names them. aiortc
+#: offers ECDHE-ECDSA only, so a far end with an RSA certificate (webrtcbin's
+#: default, many SBCs) fails with alert 40. This is what browsers take:
+#: ECDHE with either key, AES-GCM and ChaCha20 first, then the CBC suites
+#: Chrome and Firefox still accept (RFC 8827 §6.5 only mandates ECDHE+AES-GCM).
+DTLS_CIPHERS = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-RSA-AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-RSA-AES256-SHA",
+    ]
+)
+
 #: Send one datagram toward the far end.
 Send = Callable[[bytes], Awaitable[None]]
 
@@ -123,6 +143,7 @@ class AssociationRunner:
         context = association.certificate._create_ssl_context(
             srtp_profiles=SRTP_PROFILES
         )
+        context.set_cipher_list(DTLS_CIPHERS.encode())
         context.set_verify(
             SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
             lambda _c, cert, _e, depth, _ok: self._verify(cert, depth),

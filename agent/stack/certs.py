@@ -16,8 +16,10 @@ from typing import Any
 from aiortc import RTCCertificate
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import NameOID
+
+from agent.stack.config import CertificateKind
 
 #: Lifetime of certificates we make unless a scenario says otherwise.
 DEFAULT_CERT_LIFETIME_S = 30 * 86400.0
@@ -36,9 +38,16 @@ def make_certificate(
     lifetime_s: float = DEFAULT_CERT_LIFETIME_S,
     *,
     not_before: datetime.datetime | None = None,
+    kind: CertificateKind = CertificateKind.ECDSA,
 ) -> RTCCertificate:
-    """A self-signed ECDSA P-256 certificate valid for ``lifetime_s`` from now."""
-    key = ec.generate_private_key(ec.SECP256R1())
+    """A self-signed certificate valid for ``lifetime_s`` from now: ECDSA P-256
+    (what browsers make) or RSA 2048 (webrtcbin's default, what some SBCs
+    insist on)."""
+    key: ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey
+    if kind is CertificateKind.RSA:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    else:
+        key = ec.generate_private_key(ec.SECP256R1())
     now = not_before or utc_now()
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "callagent")])
     cert = (
@@ -51,7 +60,8 @@ def make_certificate(
         .not_valid_after(now + datetime.timedelta(seconds=lifetime_s))
         .sign(key, hashes.SHA256())
     )
-    return RTCCertificate(key=key, cert=cert)
+    # aiortc annotates the key as EC only; pyOpenSSL takes an RSA key alike.
+    return RTCCertificate(key=key, cert=cert)  # type: ignore[arg-type]
 
 
 def sha256_fingerprint(certificate: RTCCertificate) -> str:

@@ -51,6 +51,25 @@ class FarEndProfile(enum.StrEnum):
     ON_SOURCE_CHANGE = "rehandshake_on_source_change"
 
 
+class CertificateKind(enum.StrEnum):
+    """The key of a peer's DTLS certificate. Browsers make ECDSA P-256 ones;
+    webrtcbin and many SBCs make (and some require) RSA."""
+
+    ECDSA = "ecdsa"
+    RSA = "rsa"
+
+
+class IceProfile(enum.StrEnum):
+    """Whose ICE behaviour a peer imitates (see :mod:`agent.stack.ice_profile`)."""
+
+    #: Chrome/libwebrtc: pings on the selected pair, USE-CANDIDATE on every
+    #: check when controlling, the controlled side follows a nominated pair
+    LIBWEBRTC = "libwebrtc"
+    #: plain RFC 8445/7675 as aioice does it: consent checks only, no
+    #: nomination after the first, the controlled side stays put
+    RFC = "rfc"
+
+
 class RecoveryPolicy(enum.StrEnum):
     """What the peer does when its path dies — what apps do with restartIce()."""
 
@@ -68,7 +87,9 @@ class PeerConfig:
     rng: random.Random = field(default_factory=random.Random)
     #: nothing received on the selected pair this long -> ``disconnected``
     disconnected_after_s: float = 2.0
-    consent_interval_s: float = CONSENT_INTERVAL_S
+    #: pings (consent checks) on a healthy selected pair; None: the ICE
+    #: profile's (libwebrtc 2.5 s, rfc 5 s)
+    consent_interval_s: float | None = None
     recovery: RecoveryPolicy = RecoveryPolicy.NONE
     #: a new generation not selected within this long is a failed restart
     restart_timeout_s: float = 10.0
@@ -88,3 +109,7 @@ class PeerConfig:
     liveness_tick_s: float = LIVENESS_TICK_S
     #: how long a replaced ICE generation still receives (make-before-break)
     retire_after_s: float = RETIRE_AFTER_S
+    #: the key type of this peer's DTLS certificates (first and rotated)
+    certificate: CertificateKind = CertificateKind.ECDSA
+    #: whose ICE behaviour this peer imitates (libwebrtc: a browser)
+    ice_profile: IceProfile = IceProfile.LIBWEBRTC

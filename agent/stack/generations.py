@@ -107,6 +107,7 @@ class IceGenerations:
             consent_expiry_s=config.consent_expiry_s,
             rng=random.Random(config.rng.getrandbits(64)),
             net=config.net,
+            ice_profile=config.ice_profile,
         )
         generation = IceGeneration(
             number, gatherer, RTCIceTransport(gatherer), restart=restart

@@ -21,24 +21,32 @@ selected pair (``selected_pair_changes``).
 * the selected pair *follows* the far end to a new address inside one
   generation, as libwebrtc does: a controlling agent nominates a pair that a
   triggered check validated (aioice's aggressive nomination, RFC 8445 §7.3.1.4),
-  and a controlled agent switches to a valid pair that is receiving when the
-  selected one has stopped receiving (libwebrtc's controlled-side rule), or on
-  USE-CANDIDATE (RFC 8445 §7.3.1.5).
-* ``query_consent`` is replaced by RFC 7675 consent freshness with a configurable
-  interval and expiry that *reports* expiry (aioice silently closes the
-  connection after ~30 s, which aiortc then shows as ``closed``, not
-  ``failed``); its timing rules are :class:`agent.stack.liveness.ConsentFreshness`.
-  Every datagram received stamps ``last_received`` for ``disconnected``
-  detection.
+  and a controlled agent switches at once on USE-CANDIDATE (RFC 8445
+  §7.3.1.5; a libwebrtc far end nominates on every ping) and, with the
+  libwebrtc profile, to a valid pair that is receiving when the selected one
+  has stopped receiving (libwebrtc's controlled-side rule).
+* ``query_consent`` is replaced by pings on the selected pair at the cadence
+  of the side's ICE profile (:mod:`agent.stack.ice_profile`: libwebrtc's, with
+  USE-CANDIDATE when controlling, or RFC 7675's), with an expiry that
+  *reports* expiry (aioice silently closes the connection after ~30 s, which
+  aiortc then shows as ``closed``, not ``failed``); the expiry rules are
+  :class:`agent.stack.liveness.ConsentFreshness`. Every datagram received
+  stamps ``last_received`` for ``disconnected`` detection.
+* the check list fails only when no check is in flight or due (RFC 8445
+  §6.1.2.6, §7.2.5.3.3): while the far end was heard lately its own checks,
+  and the triggered checks on peer-reflexive pairs they cause (§7.3.1.3-4),
+  are still due, so aioice's "every pair failed" is held
+  (:func:`agent.stack.liveness.ice_failure_held_s`).
 
 ICE restarts (RFC 8445 §9) are generations: each generation is a fresh
 :class:`AgentIceConnection` — new ufrag/pwd, new sockets, its own checks and
 consent — so the credentials of each generation are validated by its own agent,
-correctly by construction. :class:`IceMux` stands where aiortc's DTLS transport
-expects its ICE transport: it receives from every live generation and sends on the
-newest generation that has a selected pair. Media therefore keeps flowing on the
-old generation until the new one is selected (make-before-break), and the DTLS
-association rides across the restart untouched, as in browsers.
+correctly by construction. :class:`~agent.stack.icemux.IceMux` stands where
+aiortc's DTLS transport expects its ICE transport: it receives from every live
+generation and sends on the newest generation that has a selected pair. Media
+therefore keeps flowing on the old generation until the new one is selected
+(make-before-break), and the DTLS association rides across the restart
+untouched, as in browsers.
 
 Private aioice names used here are listed in :mod:`agent.stack.pins` and pinned by
 a test, so an upgrade fails loudly in one place.
@@ -58,7 +66,15 @@ from aioice import stun
 from aioice.ice import CandidatePair, server_reflexive_candidate
 from aiortc import RTCIceGatherer
 
-from agent.stack.config import CONSENT_EXPIRY_S, CONSENT_INTERVAL_S
+from agent.stack.config import CONSENT_EXPIRY_S, CONSENT_INTERVAL_S, IceProfile
+from agent.stack.ice_profile import (
+    WEAK_RECEIVE_TIMEOUT_S,
+    follows_far_end,
+    libwebrtc_ping_interval_s,
+    nominates_on_ping,
+    stable_ping_interval_s,
+)
+from agent.stack.icemux import IceMux
 from agent.stack.icenet import (
     Address,
     DatagramFilter,
@@ -68,7 +84,7 @@ from agent.stack.icenet import (
     SocketTap,
     WireDirection,
 )
-from agent.stack.liveness import ConsentFreshness
+from agent.stack.liveness import ConsentFreshness, ice_failure_held_s
 
 logger = logging.getLogger(__name__)
 
@@ -123,11 +139,12 @@ class AgentIceConnection(aioice.Connection):
         self,
         *,
         host_addresses: list[str],
-        consent_interval_s: float = CONSENT_INTERVAL_S,
+        consent_interval_s: float | None = None,
         consent_expiry_s: float = CONSENT_EXPIRY_S,
         rng: random.Random | None = None,
         net: SideNet | None = None,
         receiving_timeout_s: float = RECEIVING_TIMEOUT_S,
+        ice_profile: IceProfile = IceProfile.LIBWEBRTC,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("use_ipv6", False)
@@ -136,7 +153,11 @@ class AgentIceConnection(aioice.Connection):
         self.wire_tap: WireTap | None = None
         self.pair_listener: PairListener | None = None
         self._last_selected: SelectedPair | None = None
-        self.consent_interval_s = consent_interval_s
+        self.ice_profile = ice_profile
+        #: the interval between pings on a healthy selected pair
+        self.consent_interval_s = stable_ping_interval_s(
+            ice_profile, consent_interval_s
+        )
         self.consent_expiry_s = consent_expiry_s
         self._rng = rng or random.Random()
         #: loop time of the last datagram (STUN or data) from the far end
@@ -154,6 +175,8 @@ class AgentIceConnection(aioice.Connection):
         self._taps: list[SocketTap] = []
         #: loop time of the last datagram per (socket id, far-end address)
         self._received_on: dict[tuple[int, Address], float] = {}
+        #: a held ICE failure is looked at again then
+        self._failure_recheck: asyncio.TimerHandle | None = None
 
     @property
     def tie_breaker(self) -> int:
@@ -271,6 +294,8 @@ class AgentIceConnection(aioice.Connection):
         selected = self._nominated.get(pair.component)
         if selected is None or selected is pair or self._closing:
             return
+        if not follows_far_end(self.ice_profile):
+            return
         last = self._received_on.get((selected.protocol.id, selected.remote_addr))
         if last is not None and now - last < self.receiving_timeout_s:
             return
@@ -299,12 +324,41 @@ class AgentIceConnection(aioice.Connection):
         self._stamp()
         super().request_received(message, addr, protocol)
 
-    # -- consent freshness (RFC 7675) ------------------------------------
-    async def query_consent(self) -> None:
-        """Consent checks on the selected pair; expiry is reported, not a close.
+    # -- ICE failure (RFC 8445) --------------------------------------------
+    def _check_list_maybe_fail(self) -> None:
+        if self._check_list_done or self._closing:
+            return
+        loop = asyncio.get_running_loop()
+        last_heard = max(self._received_on.values(), default=None)
+        held_s = ice_failure_held_s(loop.time(), last_heard)
+        if held_s > 0 and self._failure_pending():
+            # The far end is checking us: its checks, and the triggered
+            # checks on the peer-reflexive pairs they create, are due.
+            if self._failure_recheck is not None:
+                self._failure_recheck.cancel()
+            self._failure_recheck = loop.call_later(held_s, self._check_list_maybe_fail)
+            return
+        super()._check_list_maybe_fail()
 
-        The timing rules are :class:`ConsentFreshness`'s; this loop only sends
-        the checks and reads the clock."""
+    def _failure_pending(self) -> bool:
+        """Whether aioice would declare the check list failed right now."""
+        if self._remote_candidates_expected():
+            return False
+        states = [p.state for p in self._check_list]
+        done = (CandidatePair.State.SUCCEEDED, CandidatePair.State.FAILED)
+        if any(state not in done for state in states):
+            return False
+        succeeded = CandidatePair.State.SUCCEEDED in states
+        return self.ice_controlling or not succeeded
+
+    # -- pings on the selected pair: consent (RFC 7675), nomination ----------
+    async def query_consent(self) -> None:
+        """Pings on the selected pair at the profile's cadence; expiry is
+        reported, not a close.
+
+        The expiry rules are :class:`ConsentFreshness`'s and the cadence and
+        nomination :mod:`agent.stack.ice_profile`'s; this loop only sends the
+        pings and reads the clock."""
         assert self.remote_password is not None
         loop = asyncio.get_running_loop()
         consent = ConsentFreshness(
@@ -314,10 +368,27 @@ class AgentIceConnection(aioice.Connection):
             started_at=loop.time(),
         )
         self.consent = consent
+        rtt_samples = 0
+        missing_response = False
         while True:
-            await asyncio.sleep(consent.next_check_in())
+            if self.ice_profile is IceProfile.LIBWEBRTC:
+                last = self.last_received
+                delay = libwebrtc_ping_interval_s(
+                    self.consent_interval_s,
+                    rtt_samples=rtt_samples,
+                    missing_response=missing_response,
+                    receiving=last is not None
+                    and loop.time() - last < WEAK_RECEIVE_TIMEOUT_S,
+                )
+            else:
+                delay = consent.next_check_in()
+            await asyncio.sleep(delay)
+            nominate = (
+                nominates_on_ping(self.ice_profile, controlling=self.ice_controlling)
+                and not self.remote_is_lite
+            )
             for pair in list(self._nominated.values()):
-                request = self.build_request(pair, nominate=False)
+                request = self.build_request(pair, nominate=nominate)
                 try:
                     await pair.protocol.request(
                         request,
@@ -327,8 +398,11 @@ class AgentIceConnection(aioice.Connection):
                     )
                 except stun.TransactionError:
                     consent.unanswered()
+                    missing_response = True
                 else:
                     consent.answered(loop.time())
+                    rtt_samples += 1
+                    missing_response = False
                     self._stamp()
             if consent.expired(loop.time()):
                 logger.info("%s: consent expired", self)
@@ -367,73 +441,6 @@ class AgentIceConnection(aioice.Connection):
         return None if pair is None else _describe_pair(pair)
 
 
-class IceMux:
-    """What aiortc's DTLS transport sees as its ICE transport, across generations.
-
-    ``RTCDtlsTransport`` uses only ``role``, ``_recv()`` and ``_send()`` of its ICE
-    transport. Every live generation's connection is pumped into one queue;
-    sends go to the generation chosen by :meth:`use`.
-    """
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-        self._sending: AgentIceConnection | None = None
-        self._pumps: dict[AgentIceConnection, asyncio.Task[None]] = {}
-        self._closed = False
-
-    @property
-    def role(self) -> str:
-        if self._sending is not None and self._sending.ice_controlling:
-            return "controlling"
-        return "controlled"
-
-    @property
-    def sending(self) -> AgentIceConnection | None:
-        return self._sending
-
-    def attach(self, connection: AgentIceConnection) -> None:
-        """Receive from ``connection`` (call once it has a selected pair)."""
-        if connection not in self._pumps and not self._closed:
-            self._pumps[connection] = asyncio.create_task(self._pump(connection))
-
-    def use(self, connection: AgentIceConnection) -> None:
-        """Send on ``connection`` from now on."""
-        self.attach(connection)
-        self._sending = connection
-
-    def detach(self, connection: AgentIceConnection) -> None:
-        task = self._pumps.pop(connection, None)
-        if task is not None:
-            task.cancel()
-
-    async def _pump(self, connection: AgentIceConnection) -> None:
-        try:
-            while True:
-                self._queue.put_nowait(await connection.recv())
-        except ConnectionError:
-            # This generation is gone; the transport lives while another does.
-            if connection is self._sending:
-                self._queue.put_nowait(None)
-
-    async def _recv(self) -> bytes:
-        data = await self._queue.get()
-        if data is None:
-            raise ConnectionError("ICE transport closed")
-        return data
-
-    async def _send(self, data: bytes) -> None:
-        if self._sending is None:
-            raise ConnectionError("no ICE generation connected")
-        await self._sending.send(data)
-
-    def close(self) -> None:
-        self._closed = True
-        for task in self._pumps.values():
-            task.cancel()
-        self._pumps.clear()
-        self._queue.put_nowait(None)
-
-
 class AgentIceGatherer(RTCIceGatherer):
     """An ``RTCIceGatherer`` whose connection is an :class:`AgentIceConnection`.
 
@@ -445,10 +452,11 @@ class AgentIceGatherer(RTCIceGatherer):
         self,
         *,
         host_addresses: list[str],
-        consent_interval_s: float = CONSENT_INTERVAL_S,
+        consent_interval_s: float | None = None,
         consent_expiry_s: float = CONSENT_EXPIRY_S,
         rng: random.Random | None = None,
         net: SideNet | None = None,
+        ice_profile: IceProfile = IceProfile.LIBWEBRTC,
     ) -> None:
         super().__init__(iceServers=[])
         self.connection = AgentIceConnection(
@@ -458,6 +466,7 @@ class AgentIceGatherer(RTCIceGatherer):
             consent_expiry_s=consent_expiry_s,
             rng=rng,
             net=net,
+            ice_profile=ice_profile,
         )
         # RTCIceTransport takes the gatherer's connection for send/recv.
         self._connection = self.connection

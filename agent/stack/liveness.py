@@ -15,6 +15,8 @@ and call them, so the rules are tested without sockets or waiting:
   randomised to 0.8..1.2 of it;
 * **recovery**: which liveness change makes the peer restart ICE by itself
   (:class:`RecoveryPolicy`), as applications do with ``restartIce()``;
+* **ICE failure**: held while the far end's checks are still due
+  (:func:`ice_failure_held_s`);
 * **peer state**: the browser's aggregate of ICE, DTLS and liveness.
 """
 
@@ -37,6 +39,29 @@ def liveness_state(
     if last_received is None or now - last_received >= disconnected_after_s:
         return PeerState.DISCONNECTED
     return PeerState.CONNECTED
+
+
+#: After the far end was last heard, its own checks toward us are still due
+#: this long: a libwebrtc far end keeps pinging a pair that is not writable
+#: for CONNECTION_WRITE_CONNECT_TIMEOUT (5 s, p2p/base/p2p_constants.h), and
+#: aioice retransmits a check for longer (RFC 8489 §6.2.1).
+CHECKS_DUE_S = 5.0
+
+
+def ice_failure_held_s(
+    now: float, last_heard: float | None, checks_due_s: float = CHECKS_DUE_S
+) -> float:
+    """How long an ICE failure must still wait (0: declare it now).
+
+    RFC 8445 fails a check list only when no pair can still succeed. A pair
+    that failed on "source address mismatch" (§7.2.5.2.1) proves the far end
+    alive behind an address we were not told of: its checks will reach us
+    and make a peer-reflexive pair whose triggered check (§7.3.1.3-4) may
+    succeed. So while anything was heard from the far end within
+    ``checks_due_s``, failure waits; a far end never heard fails at once."""
+    if last_heard is None:
+        return 0.0
+    return max(0.0, last_heard + checks_due_s - now)
 
 
 class ConsentFreshness:

@@ -48,7 +48,9 @@ from agent.stack.certs import (
 )
 from agent.stack.config import (
     CertExpiryPolicy,
+    CertificateKind,
     FarEndProfile,
+    IceProfile,
     PeerConfig,
     PeerState,
     RecoveryPolicy,
@@ -95,7 +97,8 @@ class Peer:
         self._clock_ms = clock_ms
         self._wall_clock = wall_clock
         self.certificate = make_certificate(
-            config.certificate_lifetime_s or DEFAULT_CERT_LIFETIME_S
+            config.certificate_lifetime_s or DEFAULT_CERT_LIFETIME_S,
+            kind=config.certificate,
         )
         self.certificates: list[dict[str, Any]] = []
         self.mux = IceMux()
@@ -248,6 +251,8 @@ class Peer:
         """Apply the remote answer to our offer; the offered generation connects."""
         audio = self.negotiation.receive_answer(answer_sdp)
         generation = self.ice_generations.negotiating
+        if self.ice_side.rejects_restart(generation, audio):
+            return
         await generation.apply_remote(audio)
         self.ice_side.start_generation(generation)
 
@@ -465,9 +470,11 @@ class Peer:
 
 __all__ = [
     "CertExpiryPolicy",
+    "CertificateKind",
     "DatagramFilter",
     "FarEndProfile",
     "IceGeneration",
+    "IceProfile",
     "Negotiated",
     "NullListener",
     "Peer",

@@ -87,7 +87,12 @@ class PeerDtls:
             self.peer.dtls.abort_rehandshake("no signalling channel for the re-offer")
             raise CallError(f"{self.peer.name}: no signalling channel to re-offer over")
         if rotate_certificate:
-            self.use_certificate(make_certificate(DEFAULT_CERT_LIFETIME_S), trigger)
+            self.use_certificate(
+                make_certificate(
+                    DEFAULT_CERT_LIFETIME_S, kind=self.peer.config.certificate
+                ),
+                trigger,
+            )
         role = self.peer.negotiated.dtls_role
         association: DtlsAssociation | None = None
         if role == "server":

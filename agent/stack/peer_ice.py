@@ -17,6 +17,7 @@ from agent.errors import CallError, SignalingError
 from agent.stack.config import FarEndProfile, PeerState
 from agent.stack.generations import IceGeneration
 from agent.stack.liveness import liveness_state, recovery_trigger
+from agent.stack.sdp import MediaDescription
 
 if TYPE_CHECKING:
     from agent.stack.peer import Peer
@@ -58,20 +59,57 @@ class PeerIce:
                 return False  # glare: the far end's restart won
             self.fail_restart(generation, f"renegotiation failed: {exc}")
             return False
-        assert generation.task is not None
+        if generation.task is None:
+            return False  # rejected: the far end kept its credentials
         await asyncio.shield(generation.task)
         return self.peer.current is generation
 
+    def rejects_restart(
+        self, generation: IceGeneration, answer: MediaDescription
+    ) -> bool:
+        """Whether ``answer`` refuses the restart ``generation`` offered
+        (then ended ``rejected``): RFC 8445 §9 / RFC 8839 §4.4.1.1.1, a far end
+        that restarts answers with new credentials. One that keeps them
+        (webrtcbin answering a WHIP PATCH) did not restart and still sends on
+        the old generation, which therefore stays in use."""
+        current = self.peer.current
+        if (
+            generation.restart is None
+            or current is None
+            or current.remote is None
+            or answer.ice is None
+        ):
+            return False
+        kept = (answer.ice.usernameFragment, answer.ice.password) == (
+            current.remote.usernameFragment,
+            current.remote.password,
+        )
+        if kept:
+            self.reject_restart(
+                generation, "the answer kept the far end's ICE credentials"
+            )
+        return kept
+
+    def reject_restart(self, generation: IceGeneration, why: str) -> None:
+        """The far end answered our restart without restarting: outcome
+        ``rejected``; its sockets close and the current generation (the one
+        the far end still sends on) stays in use."""
+        self._end_restart(generation, "rejected", why)
+
     def fail_restart(self, generation: IceGeneration, why: str) -> None:
+        self._end_restart(generation, "failed", why)
+
+    def _end_restart(self, generation: IceGeneration, outcome: str, why: str) -> None:
         logger.info(
-            "%s: ICE restart (generation %d) failed: %s",
+            "%s: ICE restart (generation %d) %s: %s",
             self.peer.name,
             generation.number,
+            outcome,
             why,
         )
         if self.peer.pending is generation:
             self.peer.ice_generations.pending = None
-        self.peer._listener.on_ice_restart_ended(generation.number, "failed", None)
+        self.peer._listener.on_ice_restart_ended(generation.number, outcome, None)
         self.peer._spawn(generation.transport.stop())
         if self.peer._liveness is PeerState.FAILED:
             # Nothing left to recover with.

@@ -63,6 +63,7 @@ PINS: tuple[Pin, ...] = (
     Pin(_ICE, "_protocols", "attr", "sockets to filter"),
     Pin(_ICE, "_check_list", "attr", "valid pairs to follow a far end that moved"),
     Pin(_ICE, "_closing", "attr", "no pair switch when closing"),
+    Pin(_ICE, "_check_list_done", "attr", "no ICE failure held once done"),
     Pin(_ICE, "_tie_breaker", "attr", "same tie-breaker per generation"),
     # aioice.Connection: hooks it calls on our subclass (overridden)
     Pin(_ICE, "gather_candidates", "method", "gather on chosen addresses only"),
@@ -70,10 +71,12 @@ PINS: tuple[Pin, ...] = (
     Pin(_ICE, "request_received", "method", "liveness stamp"),
     Pin(_ICE, "check_complete", "method", "selected-pair change hook"),
     Pin(_ICE, "data_received", "method", "inbound wire tap"),
+    Pin(_ICE, "_check_list_maybe_fail", "method", "ICE failure held while checks due"),
     Pin(_ICE, "sendto", "method", "outbound wire tap (and the socket's send)"),
     # aioice.Connection: methods we call that are not documented API
     Pin(_ICE, "build_request", "method", "consent requests"),
     Pin(_ICE, "get_component_candidates", "method", "bind host sockets"),
+    Pin(_ICE, "_remote_candidates_expected", "method", "when aioice would fail ICE"),
     # aioice internals: candidate pairs and the per-socket protocol
     Pin("aioice.ice", "CandidatePair", "class", "valid and selected pairs"),
     Pin(_PAIR, "local_addr", "method", "describe selected pair"),

@@ -26,7 +26,9 @@ from agent.scenario.runner import (
 )
 from agent.stack.peer import (
     CertExpiryPolicy,
+    CertificateKind,
     FarEndProfile,
+    IceProfile,
     PeerConfig,
     RecoveryPolicy,
 )
@@ -45,6 +47,8 @@ NOT_DEFAULT: dict[str, Any] = {
     "cert_expiry": CertExpiryPolicy.KEEP,
     "dtls_mtu": 576,
     "dtls_profile": FarEndProfile.ON_SOURCE_CHANGE,
+    "certificate": CertificateKind.RSA,
+    "ice_profile": IceProfile.RFC,
 }
 
 

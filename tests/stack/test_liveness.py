@@ -14,13 +14,22 @@ from agent.stack.certs import expiry_delay_s
 from agent.stack.config import (
     CONSENT_EXPIRY_S,
     CONSENT_INTERVAL_S,
+    IceProfile,
     PeerConfig,
     PeerState,
     RecoveryPolicy,
 )
+from agent.stack.ice_profile import (
+    follows_far_end,
+    libwebrtc_ping_interval_s,
+    nominates_on_ping,
+    stable_ping_interval_s,
+)
 from agent.stack.liveness import (
+    CHECKS_DUE_S,
     ConsentFreshness,
     ends_call,
+    ice_failure_held_s,
     liveness_state,
     peer_state,
     recovery_trigger,
@@ -34,10 +43,53 @@ from agent.stack.rehandshake import (
 )
 
 
-def test_the_real_timers_are_rfc_7675s() -> None:
+def test_the_real_timers_are_rfc_7675s_and_libwebrtcs() -> None:
     config = PeerConfig(host_addresses=["127.0.0.1"])
     assert config.consent_expiry_s == CONSENT_EXPIRY_S == 30.0
-    assert config.consent_interval_s == CONSENT_INTERVAL_S == 5.0
+    # Unset, the ping interval is the ICE profile's: RFC 7675's 5 s, or
+    # libwebrtc's STRONG_AND_STABLE_WRITABLE_CONNECTION_PING_INTERVAL.
+    assert config.consent_interval_s is None
+    assert config.ice_profile is IceProfile.LIBWEBRTC
+    assert stable_ping_interval_s(IceProfile.RFC, None) == CONSENT_INTERVAL_S == 5.0
+    assert stable_ping_interval_s(IceProfile.LIBWEBRTC, None) == 2.5
+    assert stable_ping_interval_s(IceProfile.LIBWEBRTC, 10.0) == 10.0
+
+
+def test_libwebrtc_pings_fast_until_stable_and_when_weak() -> None:
+    def interval(samples: int, missing: bool = False, receiving: bool = True) -> float:
+        return libwebrtc_ping_interval_s(
+            2.5, rtt_samples=samples, missing_response=missing, receiving=receiving
+        )
+
+    # p2p_constants.h: 900 ms while stabilizing (RTT not converged), weak
+    # (not receiving) or a response is missing; 2500 ms once stable; each
+    # waits for the channel's next tick (480 ms strong, 48 ms weak).
+    assert [interval(n) for n in range(7)] == pytest.approx([0.96] * 5 + [2.88] * 2)
+    assert interval(9, missing=True) == pytest.approx(0.912)
+    assert interval(9, receiving=False) == pytest.approx(0.912)
+    # A configured interval is ticked too (0.5 s -> 0.96 s, 0.48 s stays).
+    for configured, expected in ((0.5, 0.96), (0.48, 0.48)):
+        ping_s = libwebrtc_ping_interval_s(
+            configured, rtt_samples=0, missing_response=False, receiving=True
+        )
+        assert ping_s == pytest.approx(expected)
+
+
+def test_only_a_controlling_libwebrtc_side_nominates_on_pings() -> None:
+    assert nominates_on_ping(IceProfile.LIBWEBRTC, controlling=True)
+    assert not nominates_on_ping(IceProfile.LIBWEBRTC, controlling=False)
+    assert not nominates_on_ping(IceProfile.RFC, controlling=True)
+    assert follows_far_end(IceProfile.LIBWEBRTC)
+    assert not follows_far_end(IceProfile.RFC)
+
+
+def test_ice_failure_waits_while_the_far_end_is_heard() -> None:
+    # Never heard: every pair failed, nothing is due, fail now.
+    assert ice_failure_held_s(10.0, None) == 0.0
+    # Heard 1 s ago (a response from an unexpected address, a check): its
+    # checks and the triggered checks they cause are due for 4 s more.
+    assert ice_failure_held_s(10.0, 9.0) == pytest.approx(CHECKS_DUE_S - 1.0)
+    assert ice_failure_held_s(10.0, 10.0 - CHECKS_DUE_S) == 0.0
 
 
 def test_liveness_follows_silence_and_consent() -> None:

@@ -1,0 +1,82 @@
+"""The ICE transport aiortc's DTLS layer sees, across ICE generations.
+
+Every live generation's :class:`~agent.stack.ice.AgentIceConnection` is pumped
+into one queue; sends go to the generation chosen by :meth:`IceMux.use`, the
+newest one with a selected pair (make-before-break, RFC 8445 §9 restarts as
+generations; see :mod:`agent.stack.ice`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from agent.stack.ice import AgentIceConnection
+
+
+class IceMux:
+    """What aiortc's DTLS transport sees as its ICE transport, across generations.
+
+    ``RTCDtlsTransport`` uses only ``role``, ``_recv()`` and ``_send()`` of its ICE
+    transport. Every live generation's connection is pumped into one queue;
+    sends go to the generation chosen by :meth:`use`.
+    """
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+        self._sending: AgentIceConnection | None = None
+        self._pumps: dict[AgentIceConnection, asyncio.Task[None]] = {}
+        self._closed = False
+
+    @property
+    def role(self) -> str:
+        if self._sending is not None and self._sending.ice_controlling:
+            return "controlling"
+        return "controlled"
+
+    @property
+    def sending(self) -> AgentIceConnection | None:
+        return self._sending
+
+    def attach(self, connection: AgentIceConnection) -> None:
+        """Receive from ``connection`` (call once it has a selected pair)."""
+        if connection not in self._pumps and not self._closed:
+            self._pumps[connection] = asyncio.create_task(self._pump(connection))
+
+    def use(self, connection: AgentIceConnection) -> None:
+        """Send on ``connection`` from now on."""
+        self.attach(connection)
+        self._sending = connection
+
+    def detach(self, connection: AgentIceConnection) -> None:
+        task = self._pumps.pop(connection, None)
+        if task is not None:
+            task.cancel()
+
+    async def _pump(self, connection: AgentIceConnection) -> None:
+        try:
+            while True:
+                self._queue.put_nowait(await connection.recv())
+        except ConnectionError:
+            # This generation is gone; the transport lives while another does.
+            if connection is self._sending:
+                self._queue.put_nowait(None)
+
+    async def _recv(self) -> bytes:
+        data = await self._queue.get()
+        if data is None:
+            raise ConnectionError("ICE transport closed")
+        return data
+
+    async def _send(self, data: bytes) -> None:
+        if self._sending is None:
+            raise ConnectionError("no ICE generation connected")
+        await self._sending.send(data)
+
+    def close(self) -> None:
+        self._closed = True
+        for task in self._pumps.values():
+            task.cancel()
+        self._pumps.clear()
+        self._queue.put_nowait(None)
