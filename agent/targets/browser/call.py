@@ -138,10 +138,18 @@ class BrowserCall(RemoteCall):
         token = secrets.token_urlsafe(16)
         server = WhipServer(self.backend, ServerSettings(token=token))
 
+        # Connection: close, so no idle keep-alive connection outlives the
+        # page load for the server's guard to close (and log) 10 s later.
         async def page(request: web.Request) -> web.Response:
-            return web.Response(text=PAGE, content_type="text/html")
+            return web.Response(
+                text=PAGE, content_type="text/html", headers={"Connection": "close"}
+            )
+
+        async def no_icon(request: web.Request) -> web.Response:
+            return web.Response(status=204, headers={"Connection": "close"})
 
         server.app.router.add_get(PAGE_PATH, page)
+        server.app.router.add_get("/favicon.ico", no_icon)
         self.network.start()
         self.listening = await server.listen("127.0.0.1", 0)
         base = self.listening.base_url

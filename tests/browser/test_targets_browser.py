@@ -1,0 +1,119 @@
+"""Browsers as far ends, through the product: ``callagent run --target
+browser:chromium|firefox`` and ``callagent matrix --target browser:firefox``.
+
+callagent launches the browser headless, serves the page, the page calls the
+agent over ``/ws``; far-end steps run in the browser (``pc.restartIce()``).
+Each call is checked from both sides: the agent's report, and the browser's
+own getStats view in ``sides.callee.view``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.firefox import require_browser
+from tests.support.report_schema import assert_matches_schema
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+MATRIX = ROOT / "scenarios" / "matrix"
+
+
+def callagent(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "agent.cli.main", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+
+
+def calls_by_scenario(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {call["scenario"]: call for call in report["calls"]}
+
+
+@pytest.mark.parametrize("browser", ["chromium", "firefox"])
+def test_baseline_ice_restart_and_rebind_with_recovery(
+    browser: str, tmp_path: Path
+) -> None:
+    require_browser(browser)
+    report_path = tmp_path / "r.json"
+    done = callagent(
+        "run",
+        str(MATRIX / "baseline.yaml"),
+        str(MATRIX / "ice_restart_far_end.yaml"),
+        str(MATRIX / "nat_rebind.yaml"),
+        "--target",
+        f"browser:{browser}",
+        "--report",
+        str(report_path),
+        "--quiet",
+    )
+    report = json.loads(report_path.read_text())
+    assert_matches_schema(report)
+    assert done.returncode == 0, done.stdout + done.stderr
+    calls = calls_by_scenario(report)
+
+    baseline = calls["matrix-baseline"]
+    far = baseline["sides"]["callee"]
+    assert far["target"] == f"browser:{browser}"
+    view = far["view"]
+    assert view["dtls_state"] == "connected" and view["packets_received"] > 100
+    assert baseline["media"]["callee_to_caller"]["packets_received"] > 100
+
+    # pc.restartIce() in the browser: a new local ufrag there, one restart
+    # started by the far end on the agent's side, media after it both ways.
+    restart = calls["matrix-ice-restart-far-end"]
+    view = restart["sides"]["callee"]["view"]
+    assert view["restarts"] == 1 and len(view["local_ufrags"]) == 2, view
+    assert restart["metrics"]["ice_restarts"]["remote"] == 1
+    assert view["inbound_recent"]
+
+    # The agent's NAT rebinds; it restarts ICE if the browser does not follow;
+    # media flows both ways at the end either way.
+    rebind = calls["matrix-nat-rebind"]
+    assert rebind["final_state"] == "connected"
+    assert rebind["sides"]["callee"]["view"]["inbound_recent"]
+    last = rebind["media"]["callee_to_caller"]["last_arrival_ms"]
+    assert last > rebind["duration_ms"] - 1500
+
+
+def test_matrix_against_firefox_prints_a_full_matrix(tmp_path: Path) -> None:
+    require_browser("firefox")
+    markdown, junit = tmp_path / "m.md", tmp_path / "m.xml"
+    matrix_json = tmp_path / "m.json"
+    done = callagent(
+        "matrix",
+        "--target",
+        "browser:firefox",
+        "--markdown",
+        str(markdown),
+        "--junit",
+        str(junit),
+        "--report",
+        str(matrix_json),
+        "--quiet",
+        timeout=600,
+    )
+    doc = json.loads(matrix_json.read_text())
+    rows = {row["scenario"]: row for row in doc["rows"]}
+    assert len(rows) == len(list(MATRIX.glob("*.yaml")))  # every row, none lost
+    assert "resilience matrix: browser:firefox" in done.stdout
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    for row in rows.values():
+        assert row["verdict"] in ("PASS", "XFAIL", "REFUSED"), row
+    assert rows["matrix-ice-restart-far-end"]["restarts_far_end"] == 1
+    assert rows["matrix-baseline"]["recovered"] is True
+    assert markdown.read_text().count("\n| ") == len(rows) + 1
+    assert junit.read_text().count("<testcase") == len(rows)
