@@ -34,6 +34,7 @@ from agent.call.remote import RemoteCall
 from agent.errors import CallError, SignalingError
 from agent.observe.model import Side
 from agent.report.entries import FarEndView
+from agent.signaling.guard import Limits
 from agent.signaling.session import (
     CallSession,
     IceCredentials,
@@ -51,6 +52,8 @@ __all__ = ["BrowserCall"]
 logger = logging.getLogger(__name__)
 
 PAGE_PATH = "/callagent/far-end"
+#: how long a connection to the call's own server may sit idle
+CALL_SERVER_IDLE_S = 300.0
 
 
 class _Session:
@@ -136,7 +139,10 @@ class BrowserCall(RemoteCall):
 
     async def connect(self) -> None:
         token = secrets.token_urlsafe(16)
-        server = WhipServer(self.backend, ServerSettings(token=token))
+        # Browsers open speculative connections they never use; on this
+        # private, one-call server they may idle for the whole call.
+        limits = Limits(header_timeout_s=CALL_SERVER_IDLE_S)
+        server = WhipServer(self.backend, ServerSettings(token=token, limits=limits))
 
         # Connection: close, so no idle keep-alive connection outlives the
         # page load for the server's guard to close (and log) 10 s later.
