@@ -146,6 +146,8 @@ def row_of(
     else:
         verdict = "FAIL"
     note = str(call.get("error") or "")
+    if not back:
+        note = "; ".join(filter(None, [note, *_silences(call, to_agent, view)]))
     if verdict == "PASS" and not expect_recovery:
         note = "recovered, better than its capabilities promise"
     if verdict == "XFAIL":
@@ -167,6 +169,21 @@ def row_of(
 
 #: (field, title): restarts/rehandshakes by the agent (A) and the far end (F);
 #: gaps in ms, each way
+def _silences(
+    call: Mapping[str, Any], to_agent: Mapping[str, Any], view: Mapping[str, Any] | None
+) -> list[str]:
+    """Why the call did not count as recovered, in words."""
+    said = []
+    if call.get("final_state") != "connected":
+        said.append(f"agent {call.get('final_state')} at the end")
+    last = to_agent.get("last_arrival_ms")
+    if isinstance(last, int | float) and not _recent(last, float(call["duration_ms"])):
+        said.append(f"no audio far end->agent after {last / 1000:.1f} s")
+    if view is not None and view.get("inbound_recent") is False:
+        said.append(f"far end: audio stopped, its ICE {view.get('ice_state')}")
+    return said
+
+
 COLUMNS = (
     ("cause", "cause"),
     ("restarts_agent", "ICE rst A"),

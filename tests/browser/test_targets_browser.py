@@ -110,10 +110,17 @@ def test_matrix_against_firefox_prints_a_full_matrix(tmp_path: Path) -> None:
     rows = {row["scenario"]: row for row in doc["rows"]}
     assert len(rows) == len(list(MATRIX.glob("*.yaml")))  # every row, none lost
     assert "resilience matrix: browser:firefox" in done.stdout
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    # A full matrix, whatever Firefox does: every row ran (none ERROR, none
+    # refused: Firefox can do every row), and exit 1 only for FAIL rows.
+    assert done.returncode in (0, 1), done.stdout[-3000:] + done.stderr[-2000:]
     for row in rows.values():
-        assert row["verdict"] in ("PASS", "XFAIL", "REFUSED"), row
-    assert rows["matrix-ice-restart-far-end"]["restarts_far_end"] == 1
-    assert rows["matrix-baseline"]["recovered"] is True
+        assert row["verdict"] in ("PASS", "XFAIL", "FAIL"), row
+        assert row["recovered"] is not None and row["gap_to_far_end_ms"] is not None
+    assert (done.returncode == 1) == any(r["verdict"] == "FAIL" for r in rows.values())
+    # What Firefox does take, measured (docs/targets.md): restarts either side.
+    for name in ("matrix-baseline", "matrix-ice-restart-agent"):
+        assert rows[name]["verdict"] == "PASS", rows[name]
+    far_restart = rows["matrix-ice-restart-far-end"]
+    assert far_restart["verdict"] == "PASS" and far_restart["restarts_far_end"] == 1
     assert markdown.read_text().count("\n| ") == len(rows) + 1
     assert junit.read_text().count("<testcase") == len(rows)
