@@ -254,6 +254,9 @@ class Chromium(Browser):
                 tab = await response.json()
             await browser._connect(str(tab["webSocketDebuggerUrl"]))
             await browser._cdp("Page.enable")
+        except (aiohttp.ClientError, OSError, KeyError, ValueError) as exc:
+            await browser.close()
+            raise BrowserError(f"chromium: DevTools unusable: {exc!r}") from exc
         except BaseException:
             await browser.close()
             raise
@@ -352,6 +355,9 @@ class Firefox(Browser):
             browser.version = f"Firefox {caps.get('browserVersion', '')}".strip()
             tree = await browser._bidi("browsingContext.getTree", {})
             browser.context = str(tree["contexts"][0]["context"])
+        except (aiohttp.ClientError, OSError, KeyError, IndexError, ValueError) as exc:
+            await browser.close()
+            raise BrowserError(f"firefox: WebDriver BiDi unusable: {exc!r}") from exc
         except BaseException:
             await browser.close()
             raise
