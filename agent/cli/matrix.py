@@ -49,6 +49,7 @@ __all__ = ["add_matrix_parser", "add_target_options", "cmd_matrix"]
 MATRIX_DIR = Path(__file__).resolve().parents[2] / "scenarios" / "matrix"
 
 RunScenarios = Callable[..., Awaitable[int]]
+EXIT_INTERRUPTED = 130
 
 
 def target_arg(text: str) -> Target:
@@ -109,11 +110,12 @@ async def cmd_matrix(
     refused = {s.name: why for s in scenarios if (why := _refusal(s, target))}
     runnable = [s for s in scenarios if s.name not in refused]
     calls: list[dict[str, Any]] = []
+    run_code = 0
     if runnable:
         run_args = argparse.Namespace(**vars(args))
         # The matrix writes its own outputs; the call report stays in memory.
         run_args.report = run_args.junit = run_args.openmetrics = None
-        await run_scenarios(run_args, console, runnable, reports=calls)
+        run_code = await run_scenarios(run_args, console, runnable, reports=calls)
     by_name = {
         str(call.get("scenario")): call
         for report in calls
@@ -154,5 +156,7 @@ async def cmd_matrix(
         write_text_atomic(args.report, matrix_json(target, rows, all_calls))
     if args.junit:
         write_text_atomic(args.junit, matrix_junit(target, rows))
+    if run_code == EXIT_INTERRUPTED:
+        return run_code  # the matrix so far is printed and written
     bad = [row for row in rows if row.verdict in ("FAIL", "ERROR")]
     return 1 if bad else 0
