@@ -28,6 +28,7 @@ from agent.cli.outputs import output_path
 from agent.cli.targeting import check_targets
 from agent.errors import ScenarioError
 from agent.report.writer import write_text_atomic
+from agent.scenario.fields import MAX_SEED
 from agent.scenario.loader import load_scenarios
 from agent.scenario.model import Scenario
 from agent.targets.matrix import (
@@ -57,6 +58,14 @@ def target_arg(text: str) -> Target:
         return parse_target(text)
     except TargetError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seed_arg(text: str) -> int:
+    if not text.isdigit() or int(text) > MAX_SEED:
+        raise argparse.ArgumentTypeError(
+            f"must be a whole number between 0 and {MAX_SEED}, got {text[:40]!r}"
+        )
+    return int(text)
 
 
 def add_target_options(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +98,7 @@ def add_matrix_parser(sub: Any) -> None:
     matrix.add_argument("--report", type=output_path, help="the matrix as JSON")
     matrix.add_argument("--markdown", type=output_path, help="the matrix as Markdown")
     matrix.add_argument("--junit", type=output_path, help="the matrix as JUnit XML")
-    matrix.add_argument("--seed", type=int, help="seed for every random choice")
+    matrix.add_argument("--seed", type=seed_arg, help="seed for every random choice")
     matrix.add_argument("--quiet", action="store_true", help="no live progress")
 
 
