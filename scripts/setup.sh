@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up callagent on a fresh Debian machine (Python 3.11, root): a virtualenv in
 # .venv with the pinned dependencies. `--dev` adds the test tools and the Debian
-# packages the tests need (headless Chromium as the reference remote peer,
+# packages the tests need (headless Chromium and Firefox ESR as remote peers,
 # iproute2/nftables/conntrack for the network lab). Idempotent: re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,7 +41,7 @@ fi
 if [ $dev -eq 1 ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
   apt_install iproute2 nftables conntrack
-  bash scripts/install-chromium.sh
+  bash scripts/install-browsers.sh
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
 fi

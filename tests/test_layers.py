@@ -27,6 +27,7 @@ LAYERS = (
     "report",
     "signaling",
     "call",
+    "targets",
     "scenario",
     "cli",
 )

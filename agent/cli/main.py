@@ -4,6 +4,8 @@
 
     callagent run SCENARIO... [--report R.json] [--junit J.xml] [--openmetrics M.prom]
     callagent check SCENARIO...        validate scenario files, run nothing
+    callagent matrix --target T        the resilience matrix of a far end
+    (run/check/matrix: --target agent|whip+http(s)://…|browser:chromium|firefox)
     callagent report out.json [--timeline] [--junit F] [--openmetrics F]
     callagent steps                    list the scenario steps this build knows
     callagent call URL [--scenario F] [--token T] [--report R.json]   WHIP client
@@ -35,11 +37,13 @@ from rich.live import Live
 from rich.table import Table
 
 import agent
-from agent.call.calls import Call, CallConfig, LoopbackCall
+from agent.call.calls import Call, CallConfig
 from agent.call.remote import WhipClientCall
 from agent.cli.interrupts import INTERRUPTS, Interrupts
+from agent.cli.matrix import add_matrix_parser, add_target_options, cmd_matrix
 from agent.cli.outputs import check_output_dir, check_output_file, output_path
 from agent.cli.serve import add_serve_parser, cmd_serve
+from agent.cli.targeting import check_targets
 from agent.errors import AgentError, ScenarioError
 from agent.report.junit import junit_xml
 from agent.report.openmetrics import report_metrics_text
@@ -121,9 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quiet", action="store_true", help="no live progress, only the results table"
     )
+    add_target_options(run)
 
     check = sub.add_parser("check", help="validate scenario files without running them")
     check.add_argument("scenarios", nargs="+", type=Path)
+    add_target_options(check)
 
     report = sub.add_parser("report", help="show a saved JSON report")
     report.add_argument("path", type=Path)
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--quiet", action="store_true", help="no live progress")
 
     add_serve_parser(sub)
+    add_matrix_parser(sub)
     return parser
 
 
@@ -197,7 +204,11 @@ def check_outputs(args: argparse.Namespace) -> None:
 def _interrupted_before_start(args: argparse.Namespace) -> bool:
     # run/call go on: they stop before their first call and write a report
     # marked incomplete (Interrupts.cancelling); the rest just stop.
-    return INTERRUPTS.received is not None and args.command not in ("run", "call")
+    return INTERRUPTS.received is not None and args.command not in (
+        "run",
+        "call",
+        "matrix",
+    )
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -243,6 +254,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return asyncio.run(cmd_call(args, console))
     if args.command == "serve":
         return asyncio.run(cmd_serve(args, console, run_metadata))
+    if args.command == "matrix":
+        return asyncio.run(cmd_matrix(args, console, run_scenarios))
     return EXIT_BAD_INPUT
 
 
@@ -264,6 +277,7 @@ def run_metadata(seed: int) -> dict[str, Any]:
 
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
+    check_targets(scenarios, args.target)  # before any call (exit 2)
     return await run_scenarios(args, console, scenarios)
 
 
@@ -271,11 +285,13 @@ async def run_scenarios(
     args: argparse.Namespace,
     console: Console,
     scenarios: list[Scenario],
-    call_factory: Callable[[CallConfig], Call] = LoopbackCall,
+    call_factory: Callable[[CallConfig], Call] | None = None,
+    reports: list[dict[str, Any]] | None = None,
 ) -> int:
     """Run ``scenarios`` on calls from ``call_factory``; report, render, exit code.
 
-    Shared by ``run`` (loopback calls) and ``call`` (the agent as WHIP client).
+    Shared by ``run`` (calls to each scenario's target), ``call`` (the agent as
+    WHIP client) and ``matrix``. No ``call_factory``: by target.
     """
     progress = RunProgress()
     report: dict[str, Any] = {"version": 1, "calls": []}
@@ -311,6 +327,8 @@ async def run_scenarios(
         on_result=on_result,
         progress=progress,
         call_factory=call_factory,
+        target=getattr(args, "target", None),
+        token=getattr(args, "token", None),
     )
     meta = run_metadata(runner.seed)
     report.update(meta)
@@ -334,6 +352,8 @@ async def run_scenarios(
     else:
         report.update(complete=interrupted is None, interrupted=interrupted)
     render_results(report, console)
+    if reports is not None:  # matrix: the calls, for its own outputs
+        reports.append(report)
     if args.junit:
         write_text_atomic(args.junit, junit_xml(report))
     if args.openmetrics:
@@ -423,6 +443,7 @@ async def _refresh(live: Live, render: Any) -> None:
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
+    check_targets(scenarios, args.target)
     for scenario in scenarios:
         console.print(
             f"ok  {scenario.name}: {len(scenario.steps)} steps, {scenario.duration:g} s"

@@ -67,6 +67,39 @@ class RemoteIce:
 
 
 @dataclass(frozen=True, kw_only=True)
+class FarEndView:
+    """``sides.<remote>.view``: the far end's own view of the call.
+
+    A browser target reports it from its ``getStats()``, sampled every 50 ms
+    through the call (agent.targets.browser.page): what the far end saw,
+    where the agent cannot see (the direction it receives).
+    """
+
+    #: where the view comes from (``getStats``)
+    source: str
+    selected_pair_changes: int
+    #: its selected pairs in order (``local -> remote``), the last ten
+    selected_pairs: list[str]
+    #: every local ufrag it used, in order (a restart adds one)
+    local_ufrags: list[str]
+    dtls_state: str | None
+    connection_state: str | None
+    ice_state: str | None
+    packets_received: int
+    packets_sent: int
+    #: the longest stretch with no audio arriving (50 ms resolution)
+    max_gap_ms: float | None
+    #: audio arrived in the last 1.5 s of the call
+    inbound_recent: bool
+    #: ICE restarts it started itself (``pc.restartIce()``)
+    restarts: int
+    #: re-offers from the agent it answered
+    reoffers_answered: int
+    #: its last errors (a rejected re-offer), newest last
+    errors: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
 class RemoteSideEntry:
     """``sides.<side>`` for a far end the agent does not play (WHIP, browser)."""
 
@@ -85,6 +118,10 @@ class RemoteSideEntry:
     #: a WHIP client call: the endpoint and the session resource it created
     endpoint: str | None = absent_if_none()
     resource: str | None = absent_if_none()
+    #: the ``--target`` it was (``browser:firefox``…), for a target call
+    target: str | None = absent_if_none()
+    #: the far end's own view, when it reports one (a browser target)
+    view: FarEndView | None = absent_if_none()
 
 
 @dataclass(frozen=True, kw_only=True)

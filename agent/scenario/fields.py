@@ -111,7 +111,13 @@ def fail(title: str, loc: Loc, kind: str, message: str, value: Any) -> NoReturn:
 
 def unknown_key_message(key: object, known: Collection[str], kind: str) -> str:
     """``unknown field; did you mean 'duration'?`` (or the valid choices)."""
-    close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
+    # Only a written name can be a typo: a YAML ``true:`` or ``1.5:`` key is
+    # no misspelt field (``true`` is 0.6 close to ``target``).
+    close = (
+        difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+        if isinstance(key, str)
+        else []
+    )
     if close:
         return f"unknown {kind}; did you mean {close[0]!r}?"
     if known:
@@ -137,7 +143,7 @@ def unknown_key_errors(
         located_error(
             (key_name(key),),
             "unknown_field",
-            unknown_key_message(key_name(key), known, kind),
+            unknown_key_message(key, known, kind),
             key,
         )
         for key in data

@@ -98,6 +98,7 @@ from agent.stack.peer import (
     IceProfile,
     RecoveryPolicy,
 )
+from agent.targets.spec import TargetError, parse_target
 
 __all__ = [
     "CauseExpectations",
@@ -388,6 +389,9 @@ class Scenario(Section):
     steps: tuple[StepSpec, ...] = ()
     expect: Expectations = Expectations()
     thresholds: ThresholdSettings = ThresholdSettings()
+    #: the far end (``agent``, ``whip+http(s)://…``, ``browser:chromium``…);
+    #: None: the built-in agent. ``--target`` overrides it (agent.targets).
+    target: StrictStr | None = None
 
     _source: ScenarioSource | None = PrivateAttr(default=None)
 
@@ -415,6 +419,16 @@ class Scenario(Section):
         ]
         raise_errors(type(self).__name__, errors)
         return self
+
+    @field_validator("target")
+    @classmethod
+    def _known_target(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                parse_target(value)
+            except TargetError as exc:
+                raise ValueError(str(exc)) from None
+        return value
 
     @model_validator(mode="after")
     def _check_network_steps(self) -> Self:

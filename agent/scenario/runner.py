@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from agent.call.calls import Call, CallConfig, LoopbackCall
+from agent.call.calls import Call, CallConfig
 from agent.errors import AgentError
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings
@@ -27,6 +27,8 @@ from agent.scenario.expect import check_expectations
 from agent.scenario.model import PeerSettings, Scenario, StepSpec
 from agent.scenario.steps import STEPS
 from agent.stack.peer import PeerConfig
+from agent.targets.calls import call_factory
+from agent.targets.spec import Target, parse_target
 
 logger = logging.getLogger(__name__)
 
@@ -134,10 +136,15 @@ class ScenarioRunner:
         seed: int | None = None,
         on_result: ResultSink | None = None,
         progress: RunProgress | None = None,
-        call_factory: Callable[[CallConfig], Call] = LoopbackCall,
+        call_factory: Callable[[CallConfig], Call] | None = None,
+        target: Target | None = None,
+        token: str | None = None,
     ) -> None:
-        #: builds each call; a remote call (``callagent call``) plays one side
+        #: builds each call; a remote call (``callagent call``) plays one side.
+        #: None: by target (``target``, else the scenario's ``target:``).
         self._call_factory = call_factory
+        self._target = target
+        self._token = token
         self.seed = (
             seed if seed is not None else random.SystemRandom().randrange(1 << 31)
         )
@@ -153,6 +160,15 @@ class ScenarioRunner:
             )
         return self.results
 
+    def target_of(self, scenario: Scenario) -> Target:
+        """The far end: ``--target``, else the file's ``target:``, else agent."""
+        return self._target or parse_target(scenario.target)
+
+    def factory_for(self, scenario: Scenario) -> Callable[[CallConfig], Call]:
+        if self._call_factory is not None:
+            return self._call_factory
+        return call_factory(self.target_of(scenario), token=self._token)
+
     def call_seed(self, scenario: Scenario, index: int) -> int:
         base = scenario.seed if scenario.seed is not None else self.seed
         return random.Random(f"{base}:{scenario.name}:{index}").randrange(1 << 31)
@@ -162,7 +178,7 @@ class ScenarioRunner:
         seed = self.call_seed(scenario, index)
         progress = CallProgress(call_id, scenario.name, total_s=scenario.duration)
         self.progress.calls[call_id] = progress
-        call = self._call_factory(call_config(scenario, call_id, seed))
+        call = self.factory_for(scenario)(call_config(scenario, call_id, seed))
         started = time.monotonic()
         final_state = "never_connected"
         interrupted = False

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Self
 
 import aiohttp
+from multidict import CIMultiDict
 from yarl import URL
 
 from agent.errors import SignalingError
@@ -83,7 +84,7 @@ class WhipClient:
         body: str | None = None,
         content_type: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, str], str]:
+    ) -> tuple[int, CIMultiDict[str], str]:
         all_headers = {**self._headers, **(headers or {})}
         if content_type is not None:
             all_headers["Content-Type"] = content_type
@@ -105,7 +106,10 @@ class WhipClient:
                         raise too_big
                 # SDP and sdpfrag are UTF-8 (RFC 8866 §5); garbage stays visible.
                 text = raw.decode("utf-8", errors="replace")
-                return response.status, dict(response.headers), text
+                # Header names are case-insensitive (RFC 9110 §5.1): a plain
+                # dict lost the "Etag" an aiohttp endpoint sends, so trickles
+                # went out without the If-Match RFC 9725 §4.3.1 requires.
+                return response.status, CIMultiDict(response.headers), text
         except TimeoutError as exc:
             raise SignalingError(f"{method} {url}: no response in time") from exc
         except aiohttp.ClientError as exc:

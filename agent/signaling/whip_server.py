@@ -17,7 +17,8 @@ DELETE     —                                      the call ends: 200
 =========  =====================================  =================================
 
 Preconditions (RFC 9110 §13.1.1, RFC 6585 §3): an ICE restart must carry
-``If-Match`` (``*`` as RFC 9725 §4.3.2 asks, or the current ETag), else 428; an
+``If-Match`` (``*`` as RFC 9725 §4.3.2 asks, or ``"*"`` as its example writes,
+or the current ETag), else 428; an
 ``If-Match`` naming another ETag gets 412, for a trickle too (the candidates
 belong to an ICE session that no longer exists).
 
@@ -115,10 +116,16 @@ def new_etag() -> str:
     return f'"{secrets.token_hex(8)}"'
 
 
+#: What an ICE-restart PATCH may send as "any": RFC 9110's bare ``*``, and
+#: ``"*"``, the quoted form RFC 9725 §4.3.2's own example uses (clients that
+#: follow the example got 412 and their restart never happened).
+IF_MATCH_ANY = frozenset({"*", '"*"'})
+
+
 def if_match_allows(header: str, etag: str) -> bool:
     """RFC 9110 §13.1.1: ``*`` or a list of entity-tags, strong comparison."""
     tags = [tag.strip() for tag in header.split(",")]
-    return "*" in tags or etag in tags
+    return bool(IF_MATCH_ANY.intersection(tags)) or etag in tags
 
 
 def plain_error(status: int, reason: str, **headers: str) -> web.Response:

@@ -127,7 +127,7 @@ def test_a_suite_with_bad_files_lists_each_and_places_no_call(
             "(!!float)",
             f"callagent: {bad_key}:3: null: unknown field; expected one of: calls, "
             "description, duration, expect, media, name, network, peers, seed, "
-            "steps, thresholds",
+            "steps, target, thresholds",
         ]
         assert "a_good" not in proc.stdout
     assert not report.exists()  # nothing ran, so nothing was reported
