@@ -13,13 +13,25 @@ default. A value the report lacks (``None`` or a missing key) fails its
 check with actual ``"not measured"``: an expectation that cannot be verified
 must not pass silently.
 
+Media figures judge the network's and the far end's share (``max_gap_ms``);
+the agent's own share (``agent_gap_ms``: gaps its own lateness explains) is
+shown beside it. When the agent's share alone exceeds the limit, a network gap
+that long could hide inside the agent's stall: the check is *inconclusive*
+(``passed`` false, ``inconclusive`` true), and the call's verdict is
+INCONCLUSIVE, never FAIL, unless another check failed.
+
+``call_up`` is defined by media as well as ICE/DTLS: a call whose state says
+``connected`` while a direction that sends has stopped (``media.<d>.state``)
+is not up (after a NAT rebind the ICE state flaps while no audio arrives).
+
 Report keys read (one call)::
 
     connected, final_state, ended_early, setup_ms
     metrics.{ice_restarts,dtls_rehandshakes}.{total,level}
     metrics.selected_pair_changes
     local_side, events[].{type,side,initiator,cause}
-    media.{caller_to_callee,callee_to_caller}.{max_gap_ms,packets_lost}
+    media.{caller_to_callee,callee_to_caller}.{max_gap_ms,agent_gap_ms,
+        packets_lost,state,state_since_ms,sends,observed}
 """
 
 from __future__ import annotations
@@ -75,6 +87,15 @@ def _call_up(result: Mapping[str, Any]) -> Check:
     final_state = str(result.get("final_state"))
     ended_early = bool(result.get("ended_early"))
     if final_state == "connected" and not ended_early:
+        stopped = [
+            f"{d} stopped at {_ms(since or 0.0)}"
+            for d, since in _per_direction(result, "state_since_ms").items()
+            if _lookup(result, f"media.{d}.state") == "stopped"
+        ]
+        if stopped:
+            return Check(
+                "call_up", expected, "connected, but " + ", ".join(stopped), False
+            )
         return Check("call_up", expected, "connected", True)
     actual = f"{final_state} (ended early)" if ended_early else final_state
     return Check("call_up", expected, actual, False)
@@ -211,9 +232,19 @@ def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
             actual = _NEVER_CONNECTED
         return Check("max_media_gap_ms", expected, actual, False)
     direction, worst = max(measured.items(), key=lambda item: item[1])
-    return Check(
-        "max_media_gap_ms", expected, f"{_ms(worst)} ({direction})", worst <= limit_ms
-    )
+    actual = f"{_ms(worst)} ({direction})"
+    agent = {
+        d: gap
+        for d, gap in _per_direction(result, "agent_gap_ms").items()
+        if gap is not None and gap > 0
+    }
+    if agent:
+        mine, longest = max(agent.items(), key=lambda item: item[1])
+        actual += f"; agent stalled {_ms(longest)} ({mine})"
+        if worst <= limit_ms and longest > limit_ms:
+            # A network gap over the limit could hide inside the stall.
+            return Check("max_media_gap_ms", expected, actual, False, inconclusive=True)
+    return Check("max_media_gap_ms", expected, actual, worst <= limit_ms)
 
 
 def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:

@@ -337,6 +337,7 @@ class Peer:
                     listener=self._listener.on_rtp,
                     clock_ms=self._clock_ms,
                     decode=self.config.decode,
+                    arrival=self.config.net.take_rtp_arrival,
                 )
                 self.dtls.set_receiver(self.receiver, receive_parameters(neg))
             await self.dtls.start(neg.dtls_role, self.negotiation.remote_fingerprints)
@@ -350,6 +351,7 @@ class Peer:
                     payload_type=neg.payload_type,
                     packet_ms=self.config.packet_ms,
                     rng=self.config.rng,
+                    clock_ms=self._clock_ms,
                 )
                 self.sender.start()
             self._spawn(self.ice_side.monitor_liveness())
