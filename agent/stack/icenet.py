@@ -257,16 +257,22 @@ class SocketTap:
         if raw is None:
             return False
         try:
-            # A dup of the fd: asyncio's TransportSocket has no recvmsg. It is
-            # closed with the transport (connection_lost) so the port is freed.
+            # A dup of the fd (asyncio's TransportSocket has no recvmsg), read
+            # by our own reader while the transport's is paused; closed with
+            # the transport (connection_lost), so the port is freed.
             sock: socket.socket = raw.dup()
+        except OSError as exc:
+            logger.info("no kernel receive timestamps: %s", exc)
+            return False
+        try:
             sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             sock.setblocking(False)
         except OSError as exc:
             logger.info("no kernel receive timestamps: %s", exc)
+            sock.close()
             return False
         loop = asyncio.get_running_loop()
-        fd = raw.fileno()
+        fd = sock.fileno()
         space = socket.CMSG_SPACE(_TIMESPEC.size)
 
         def readable() -> None:
@@ -287,11 +293,11 @@ class SocketTap:
         lost = self._protocol.connection_lost
 
         def connection_lost(exc: Exception | None) -> None:
+            loop.remove_reader(fd)
             sock.close()
             lost(exc)
 
-        # The transport removes the fd's reader (ours) when it closes.
-        loop.remove_reader(fd)
+        self._transport.pause_reading()
         loop.add_reader(fd, readable)
         self._protocol.connection_lost = connection_lost
         return True
