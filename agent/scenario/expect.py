@@ -258,6 +258,27 @@ def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
     return Check("max_packets_lost", expected, f"{total} ({detail})", total <= limit)
 
 
+def _media_gap_range(result: Mapping[str, Any], want: CountRange) -> Check:
+    gaps = _per_direction(result, "max_gap_ms")
+    measured = {d: gap for d, gap in gaps.items() if gap is not None}
+    if not measured or len(measured) < len(gaps):
+        actual = _NOT_MEASURED if result.get("connected") else _NEVER_CONNECTED
+        return Check("media_gap_ms", str(want), actual, False)
+    direction, worst = max(measured.items(), key=lambda item: item[1])
+    actual = f"{_ms(worst)} ({direction})"
+    return Check("media_gap_ms", str(want), actual, want.contains(round(worst)))
+
+
+def _packets_lost_range(result: Mapping[str, Any], want: CountRange) -> Check:
+    lost = _per_direction(result, "packets_lost")
+    if not lost or any(value is None for value in lost.values()):
+        actual = _NEVER_CONNECTED if not result.get("connected") else _NOT_MEASURED
+        return Check("packets_lost", str(want), actual, False)
+    total = int(sum(value for value in lost.values() if value is not None))
+    detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
+    return Check("packets_lost", str(want), f"{total} ({detail})", want.contains(total))
+
+
 def _pair_changes_by_side(
     result: Mapping[str, Any], want: SidePairChanges
 ) -> Iterator[Check]:
@@ -339,6 +360,10 @@ def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
         yield _max_media_gap(result, expect.max_media_gap_ms)
     if expect.max_packets_lost is not None:
         yield _max_packets_lost(result, expect.max_packets_lost)
+    if expect.media_gap_ms is not None:
+        yield _media_gap_range(result, expect.media_gap_ms)
+    if expect.packets_lost is not None:
+        yield _packets_lost_range(result, expect.packets_lost)
     if expect.selected_pair_changes_by_side is not None:
         yield from _pair_changes_by_side(result, expect.selected_pair_changes_by_side)
     if expect.all_events_attributed:
