@@ -57,7 +57,7 @@ def test_the_scan_catches_each_kind_of_unpinned_use(tmp_path: Path) -> None:
         "        return self._remote_candidates_end\n"
         "\n"
         "def poke(connection, protocol):\n"
-        "    protocol.connection_lost = print\n"
+        "    protocol.error_received = print\n"
         "    sdp.parameters_from_sdp\n"
         "    return connection._early_checks\n"
     )
