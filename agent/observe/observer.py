@@ -447,15 +447,16 @@ class PeerObserver:
             )
         )
 
-    def note_sender_late(self, runs: list[tuple[float, float]]) -> None:
-        """This side's RTP sender sent late (``(due_ms, late_ms)`` per run):
-        the far end's gaps then are the agent's (cause ``agent_stall``)."""
-        for due_ms, late_ms in runs:
+    def note_sender_late(self, pauses: list[tuple[float, float]]) -> None:
+        """This side's RTP sender paused, busy (``(t_ms, length_ms)`` each: its
+        last send before, the time to its next): the far end's gaps then are
+        the agent's (cause ``agent_stall``)."""
+        for t_ms, length_ms in pauses:
             self.note(
                 "the agent's RTP sender sent late",
                 cause="agent_stall",
-                t_ms=due_ms,
-                stall_ms=late_ms,
+                t_ms=t_ms,
+                stall_ms=length_ms,
             )
 
     # -- results ------------------------------------------------------------

@@ -13,9 +13,12 @@ payload with aiortc's Opus decoder when a scenario asks for it.
 Each received packet's arrival is the kernel's receive time when the socket
 layer knows it (:meth:`agent.stack.icenet.SideNet.take_rtp_arrival`), moved to
 the call clock; otherwise the time the receiver got it. Each sender records its
-own lateness (:attr:`RtpAudioSender.late`): a packet that left well after it was
-due, because this process was busy, makes a gap at the far end that is the
-agent's doing, not the network's.
+own lateness: :attr:`RtpAudioSender.max_late_ms` (when packets really left vs
+when they were due) and :attr:`RtpAudioSender.late` (each time the sender
+itself went quiet for longer than its packet time, because this process was
+busy). Such a pause makes a gap at the far end that is the agent's doing, not
+the network's; it is compared with the far end's gaps as they are, spacing
+against spacing, since a sender that is late by a steady amount makes none.
 
 The pre-encoded loop costs ~145 ms of CPU; :func:`prepare_opus` builds it in a
 worker thread before a call starts, so it never runs in the shared event loop
@@ -31,6 +34,7 @@ import functools
 import logging
 import math
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -88,14 +92,24 @@ def opus_packets(packet_ms: int) -> tuple[bytes, ...]:
     return tuple(packets[:frames])
 
 
+_opus_lock = threading.Lock()
+
+
+def _build_opus(packet_ms: int) -> tuple[bytes, ...]:
+    # One builder at a time: calls starting together wait for the first one
+    # (blocked on the lock, not competing for the GIL) and then hit the cache.
+    with _opus_lock:
+        return opus_packets(packet_ms)
+
+
 async def prepare_opus(packet_ms: int) -> None:
     """Build the pre-encoded loop off the event loop (once per process)."""
-    await asyncio.to_thread(opus_packets, packet_ms)
+    await asyncio.to_thread(_build_opus, packet_ms)
 
 
-#: a packet that leaves this much after it was due is recorded as late
-LATE_MS = 20.0
-#: late runs kept per sender
+#: the sender's own pause, beyond its packet time, that is recorded
+LATE_MS = 30.0
+#: pauses kept per sender
 MAX_LATE_RUNS = 1000
 
 
@@ -140,9 +154,11 @@ class RtpAudioSender:
         #: down, a retired socket): their sequence numbers are holes at the
         #: receiver that no network made
         self.packets_unsent = 0
-        #: (due, how late) in call-clock ms of each run of late packets: the
-        #: first packet of the run's due time, the run's largest lateness
+        #: (when, how long) in call-clock ms of each pause of this sender: the
+        #: send before it, and the time to the next send (packet time + late)
         self.late: list[tuple[float, float]] = []
+        #: the most any packet left after it was due
+        self.max_late_ms = 0.0
         #: call-clock time of the first packet (media start)
         self.started_at_ms: float | None = None
 
@@ -166,7 +182,7 @@ class RtpAudioSender:
         next_rtcp = next_at + _RTCP_INTERVAL_S
         index = 0
         clock = self._clock_ms
-        run: list[float] | None = None  # [due_ms, max_late_ms] of an open run
+        last_sent_ms: float | None = None
         if clock is not None:
             self.started_at_ms = clock()
         while True:
@@ -186,18 +202,16 @@ class RtpAudioSender:
             else:
                 self.packets_unsent += 1
             if clock is not None and due_ms is not None:
-                late_ms = clock() - due_ms
-                if late_ms >= LATE_MS:
-                    if run is None:
-                        run = [due_ms, late_ms]
-                        if len(self.late) < MAX_LATE_RUNS:
-                            self.late.append((round(due_ms, 1), round(late_ms, 1)))
-                    elif late_ms > run[1]:
-                        run[1] = late_ms
-                        if self.late and self.late[-1][0] == round(run[0], 1):
-                            self.late[-1] = (round(run[0], 1), round(late_ms, 1))
-                else:
-                    run = None
+                sent_ms = clock()
+                self.max_late_ms = max(self.max_late_ms, sent_ms - due_ms)
+                if last_sent_ms is not None:
+                    spacing = sent_ms - last_sent_ms
+                    if (
+                        spacing >= self.packet_ms + LATE_MS
+                        and len(self.late) < MAX_LATE_RUNS
+                    ):
+                        self.late.append((round(last_sent_ms, 1), round(spacing, 1)))
+                last_sent_ms = sent_ms
             index += 1
             self._seq = (self._seq + 1) & 0xFFFF
             self._timestamp = (self._timestamp + self._samples) & 0xFFFFFFFF
