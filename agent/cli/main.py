@@ -350,8 +350,14 @@ async def run_scenarios(
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    verdicts = [call_verdict(c) for c in report["calls"]]
-    if write_error or any(
+    return run_exit_code(report["calls"], write_failed=bool(write_error))
+
+
+def run_exit_code(calls: list[dict[str, Any]], *, write_failed: bool = False) -> int:
+    """0 all passed; 3 all passed or were inconclusive, some inconclusive (the
+    agent stalled: a busy host is not a failed call); 1 otherwise."""
+    verdicts = [call_verdict(c) for c in calls]
+    if write_failed or any(
         v not in (Verdict.PASS, Verdict.INCONCLUSIVE) for v in verdicts
     ):
         return EXIT_FAILED

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from agent.call.calls import CallClock, CallConfig, LoopbackCall, peer_at
+from agent.cli.main import run_exit_code
 from agent.observe.events import MediaGapEvent, to_json
 from agent.observe.model import Side
 from agent.observe.observer import PeerObserver
-from agent.report.schema import Verdict, call_verdict
+from agent.report.schema import Verdict, call_verdict, summarize
 from agent.scenario.expect import check_expectations
 from agent.scenario.loader import load_scenarios, parse_scenario
 from agent.scenario.runner import ScenarioRunner
@@ -224,3 +225,34 @@ def test_call_up_needs_media_as_well_as_a_connected_state() -> None:
     result["media"]["callee_to_caller"] = flowing
     (up,) = check_expectations(expect, result)
     assert up.passed
+
+
+def _call(*checks: dict[str, Any]) -> dict[str, Any]:
+    return {"error": None, "expectations": {"passed": False, "checks": list(checks)}}
+
+
+def test_a_run_of_passed_and_inconclusive_calls_exits_3() -> None:
+    ok = {"name": "call_up", "expected": "", "actual": "", "passed": True}
+    unjudged = {
+        "name": "max_media_gap_ms",
+        "expected": "<= 100 ms",
+        "actual": "48 ms (callee_to_caller); agent stalled 113 ms (callee_to_caller)",
+        "passed": False,
+        "inconclusive": True,
+    }
+    failed = {**unjudged, "inconclusive": None, "actual": "150 ms"}
+    passed_call = {"error": None, "expectations": {"passed": True, "checks": [ok]}}
+    assert run_exit_code([passed_call]) == 0
+    assert call_verdict(_call(ok, unjudged)) is Verdict.INCONCLUSIVE
+    assert run_exit_code([passed_call, _call(ok, unjudged)]) == 3
+    # A failed check wins over an inconclusive one, in a call and in a run.
+    assert call_verdict(_call(unjudged, failed)) is Verdict.FAIL
+    assert run_exit_code([_call(ok, unjudged), _call(failed)]) == 1
+    assert run_exit_code([passed_call], write_failed=True) == 1
+    assert summarize([passed_call, _call(unjudged)]) == {
+        "calls": 2,
+        "passed": 1,
+        "failed": 0,
+        "errors": 0,
+        "inconclusive": 1,
+    }
