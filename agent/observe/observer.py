@@ -133,6 +133,8 @@ class PeerObserver:
         self.receive_lag_max_ms = 0.0
         #: when media to this side stopped being due (hang-up); see finish()
         self.media_until_ms: float | None = None
+        #: when the far end said an SSRC stopped (RTCP BYE)
+        self._bye_ms: dict[int, float] = {}
 
     # -- recording helpers ------------------------------------------------
     def now_ms(self) -> float:
@@ -432,6 +434,10 @@ class PeerObserver:
         if gap is not None and not gap.sender_paused:
             self._add_gap(gap, ssrc)
 
+    def on_rtp_bye(self, ssrc: int) -> None:
+        # Its media is no longer due: silence after this is no gap.
+        self._bye_ms.setdefault(ssrc, self._clock_ms())
+
     def _add_gap(self, gap: MediaGap, ssrc: int) -> None:
         self.add(
             MediaGapEvent(
@@ -491,14 +497,12 @@ class PeerObserver:
         main = self._main_stream()
         if main is None:
             return None
-        stats = main[1]
+        ssrc, stats = main
         if self.media_until_ms is None:
             return stats
+        end = min(self.media_until_ms, self._bye_ms.get(ssrc, self.media_until_ms))
         return until_end(
-            stats,
-            self.media_until_ms,
-            self._media_settings.gap_threshold_ms,
-            self._last_rtp_ms,
+            stats, end, self._media_settings.gap_threshold_ms, self._last_rtp_ms
         )
 
     def metrics(self, thresholds: Mapping[str, Thresholds]) -> Metrics:

@@ -44,6 +44,7 @@ from aiortc.codecs.opus import OpusDecoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import (
     AnyRtcpPacket,
+    RtcpByePacket,
     RtcpSenderInfo,
     RtcpSrPacket,
     RtpPacket,
@@ -271,8 +272,11 @@ class RtpAudioReceiver:
         clock_ms: Callable[[], float],
         decode: bool = False,
         arrival: Callable[[int, int], float | None] | None = None,
+        on_bye: Callable[[int], None] | None = None,
     ) -> None:
         self._listener = listener
+        #: the far end said an SSRC stopped sending (RTCP BYE, RFC 3550 §6.6)
+        self._on_bye = on_bye
         self._clock_ms = clock_ms
         #: (ssrc, seq) -> kernel arrival on time.monotonic, from the socket
         self._arrival = arrival
@@ -309,6 +313,9 @@ class RtpAudioReceiver:
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         self.rtcp_packets += 1
+        if isinstance(packet, RtcpByePacket) and self._on_bye is not None:
+            for ssrc in packet.sources:
+                self._on_bye(ssrc)
 
     def _handle_disconnect(self) -> None:
         self.disconnected = True

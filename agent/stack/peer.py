@@ -338,6 +338,7 @@ class Peer:
                     clock_ms=self._clock_ms,
                     decode=self.config.decode,
                     arrival=self.config.net.take_rtp_arrival,
+                    on_bye=self._listener.on_rtp_bye,
                 )
                 self.dtls.set_receiver(self.receiver, receive_parameters(neg))
             await self.dtls.start(neg.dtls_role, self.negotiation.remote_fingerprints)

@@ -120,6 +120,8 @@ PINS: tuple[Pin, ...] = (
     Pin("aiortc.rtp", "AnyRtcpPacket", "const", "RTCP packet type"),
     Pin("aiortc.rtp", "RtcpSenderInfo", "class", "sender reports"),
     Pin("aiortc.rtp", "RtcpSrPacket", "class", "sender reports"),
+    Pin("aiortc.rtp", "RtcpPacket", "class", "parse received RTCP (BYE)"),
+    Pin("aiortc.rtp", "RtcpByePacket", "class", "a far end's BYE ends its media"),
     Pin("aiortc.codecs.opus", "OpusDecoder", "class", "decode received audio"),
     Pin("aiortc.jitterbuffer", "JitterFrame", "class", "decoder input"),
 )

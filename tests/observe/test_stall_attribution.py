@@ -7,6 +7,7 @@ from agent.observe.correlate import build_timeline
 from agent.observe.events import MediaGapEvent, NoteDetail, NoteEvent
 from agent.observe.media import MediaAnalyzer, until_end
 from agent.observe.model import Side
+from agent.observe.observer import PeerObserver
 from tests.observe.test_fault_attribution import fault, gap
 
 CALLER, CALLEE = Side.CALLER, Side.CALLEE
@@ -63,3 +64,27 @@ def test_silence_until_hangup_is_a_gap_and_its_packets_are_lost() -> None:
     # A newer stream of the same direction (an SBC failover's new SSRC) is
     # what arrived last: the old stream's silence is no gap.
     assert until_end(plain, 10000.0, 60.0, last_arrival_ms=9990.0).packets_lost == 0
+
+
+def test_after_an_rtcp_bye_the_far_ends_silence_is_no_gap() -> None:
+    now = [0.0]
+    observer = PeerObserver(CALLER, lambda: now[0])
+    for i in range(100):
+        now[0] = i * 20.0
+        observer.on_rtp(7, i, i * 960, now[0])
+    now[0] = 2000.0
+    observer.on_rtp_bye(7)  # the far end said it stopped sending
+    observer.finish(media_until_ms=9000.0)
+    stats = observer.media_stats()
+    assert stats is not None and stats.packets_lost == 0
+    assert not [e for e in observer.events if isinstance(e, MediaGapEvent)]
+    # Without the BYE the same silence is a 7 s gap with its packets lost.
+    silent = PeerObserver(CALLER, lambda: now[0])
+    for i in range(100):
+        silent.on_rtp(7, i, i * 960, i * 20.0)
+    silent.finish(media_until_ms=9000.0)
+    stats = silent.media_stats()
+    assert stats is not None and stats.packets_lost == 351 and stats.state == "stopped"
+    assert [
+        e.detail.until_end for e in silent.events if isinstance(e, MediaGapEvent)
+    ] == [True]
