@@ -160,8 +160,6 @@ class RtpAudioSender:
         self.late: list[tuple[float, float]] = []
         #: the most any packet left after it was due
         self.max_late_ms = 0.0
-        #: call-clock time of the first packet (media start)
-        self.started_at_ms: float | None = None
 
     def start(self) -> None:
         if self._task is None:
@@ -184,8 +182,6 @@ class RtpAudioSender:
         index = 0
         clock = self._clock_ms
         last_sent_ms: float | None = None
-        if clock is not None:
-            self.started_at_ms = clock()
         while True:
             due_ms = None if clock is None else clock() + (next_at - loop.time()) * 1000
             packet = RtpPacket(
