@@ -52,6 +52,8 @@ logger = logging.getLogger(__name__)
 #: module does not export it (asm-generic/socket.h: 35).
 SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
 _TIMESPEC = struct.Struct("@qq")
+#: ancillary buffer for one ``recvmsg`` with ``SO_TIMESTAMPNS``
+TIMESPEC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 #: datagrams read per readiness callback, so one busy socket cannot starve
 #: the loop (asyncio's transport reads one)
 _READS_PER_WAKEUP = 64
@@ -273,12 +275,11 @@ class SocketTap:
             return False
         loop = asyncio.get_running_loop()
         fd = sock.fileno()
-        space = socket.CMSG_SPACE(_TIMESPEC.size)
 
         def readable() -> None:
             for _ in range(_READS_PER_WAKEUP):
                 try:
-                    data, ancillary, _flags, addr = sock.recvmsg(65536, space)
+                    data, ancillary, _flags, addr = sock.recvmsg(65536, TIMESPEC_SPACE)
                 except (BlockingIOError, InterruptedError):
                     return
                 except OSError as exc:
