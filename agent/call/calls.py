@@ -39,10 +39,12 @@ from agent.report.entries import (
     MediaEntry,
     RemoteSideEntry,
     SideEntry,
+    gap_shares,
 )
 from agent.report.writer import iso_timestamp
 from agent.stack.certs import certificate_info as stack_certificate_info
 from agent.stack.ice import SelectedPair, SideNet
+from agent.stack.media import prepare_opus
 from agent.stack.peer import Peer, PeerConfig
 
 __all__ = [
@@ -198,6 +200,8 @@ class Call:
         #: actions started by steps that outlive the step (an ICE restart)
         self._actions: set[asyncio.Task[Any]] = set()
         self._end_snapshot: dict[Side, tuple[str, SelectedPair | None]] = {}
+        #: when media stopped being due: hang-up, a side ending, or close
+        self.media_until_ms: float | None = None
         self.network = CallNetwork(
             config.nat,
             {side: peer.config.net for side, peer in self.peers.items()},
@@ -212,11 +216,22 @@ class Call:
         """Signal the call and wait until it is connected; each kind says how."""
         raise NotImplementedError
 
+    async def prepare_media(self) -> None:
+        """Pre-encode the audio loop off the event loop, before signalling, so
+        its CPU never delays a handshake (``setup_ms``)."""
+        if self.config.audio:
+            await prepare_opus(self.config.packet_ms)
+
     async def wait_connected(self) -> None:
         """Wait until every agent side is connected; then watch for the end."""
         timeout = self.config.connect_timeout_s
         await asyncio.gather(*(p.wait_connected(timeout) for p in self.peers.values()))
-        self.setup_ms = max(o.connected_at_ms or 0.0 for o in self.observers.values())
+        # Setup ends when both sides' DTLS is connected (media flows from
+        # then), not when the later side's connection state said so.
+        self.setup_ms = max(
+            o.dtls_connected_at_ms or o.connected_at_ms or 0.0
+            for o in self.observers.values()
+        )
         for side, peer in self.peers.items():
             self._watchers.append(asyncio.create_task(self._watch(side, peer)))
         stall_watch().add(self)
@@ -232,7 +247,12 @@ class Call:
 
     async def _watch(self, side: Side, peer: Peer) -> None:
         await peer.ended.wait()
+        self._media_ends()
         self.ended.set()
+
+    def _media_ends(self) -> None:
+        if self.media_until_ms is None:
+            self.media_until_ms = self.clock()
 
     async def close(self) -> None:
         # What the report shows is the call as it was when the scenario ended,
@@ -241,6 +261,7 @@ class Call:
             side: (str(peer.state), peer.selected_pair)
             for side, peer in self.peers.items()
         }
+        self._media_ends()
         stall_watch().discard(self)
         for task in self._watchers:
             task.cancel()
@@ -253,12 +274,16 @@ class Call:
             except (TimeoutError, ConnectionError) as exc:
                 logger.warning("%s: close did not finish cleanly: %s", peer.name, exc)
         self.network.close()
-        for observer in self.observers.values():
-            observer.finish()
+        for side, observer in self.observers.items():
+            sender = self.peers[side].sender
+            if sender is not None:
+                observer.note_sender_late(sender.late)
+            observer.finish(self.media_until_ms if self.setup_ms is not None else None)
 
     # -- StepTarget -------------------------------------------------------
     async def hangup(self, side: Side) -> None:
         self.hung_up_by = side
+        self._media_ends()
         self.note(side, "hangup")
         await self.peers[side].close()
         # Let the far end notice (close_notify, then its revive window) so the
@@ -423,6 +448,11 @@ class Call:
             )
             observer: PeerObserver | None = self.observers.get(receiver_side)
             stats = None if observer is None else observer.media_stats()
+            unsent = (
+                None
+                if sender_peer is None or sender_peer.sender is None
+                else sender_peer.sender.packets_unsent
+            )
             if observer is None:
                 # The remote receives this direction; we cannot see its arrivals.
                 media[direction] = MediaEntry(
@@ -433,7 +463,14 @@ class Call:
                     packets_sent=packets_sent, sends=sends, packets_received=0
                 )
             else:
-                media[direction] = MediaEntry.received(packets_sent, sends, stats)
+                media[direction] = MediaEntry.received(
+                    packets_sent,
+                    sends,
+                    stats,
+                    shares=gap_shares(timeline, direction, stats),
+                    packets_unsent=unsent,
+                    receive_lag_ms=observer.receive_lag_max_ms,
+                )
         return CallEntry(
             id=self.config.call_id,
             mode=self.mode,
@@ -476,6 +513,7 @@ class LoopbackCall(Call):
         caller.renegotiate = callee.accept_offer
         callee.renegotiate = caller.accept_offer
         self.network.start()
+        await self.prepare_media()
         try:
             answer = await callee.accept_offer(await caller.create_offer())
             await caller.accept_answer(answer)

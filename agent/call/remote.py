@@ -170,6 +170,7 @@ class WhipClientCall(RemoteCall):
         check_whip_url(url)
 
     async def connect(self) -> None:
+        await self.prepare_media()
         self.client = WhipClient(self.url, token=self.token)
         try:
             offer = await self.peer.create_offer()

@@ -12,6 +12,7 @@
     callagent serve [--listen H:P] [--token T] [--report-dir D]       WHIP endpoint
 
 Exit codes: 0 every expectation met, 1 some failed (or a call errored),
+3 none failed but the agent was too stalled to judge some (INCONCLUSIVE),
 2 bad input (the one-line message names file, line and field), 130 interrupted.
 Errors are one sentence on stderr, never a traceback (``--debug`` shows it).
 """
@@ -60,6 +61,8 @@ from agent.scenario.steps_net import fault_of, step_signature
 logger = logging.getLogger("agent.cli")
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+#: every call passed or was inconclusive, and at least one was inconclusive
+EXIT_INCONCLUSIVE = 3
 
 #: Options naming a file the command writes; checked before anything runs.
 OUTPUT_FILE_OPTIONS = {
@@ -367,8 +370,18 @@ async def run_scenarios(
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    failed = [c for c in report["calls"] if call_verdict(c) is not Verdict.PASS]
-    return EXIT_FAILED if failed or write_error else EXIT_OK
+    return run_exit_code(report["calls"], write_failed=bool(write_error))
+
+
+def run_exit_code(calls: list[dict[str, Any]], *, write_failed: bool = False) -> int:
+    """0 all passed; 3 all passed or were inconclusive, some inconclusive (the
+    agent stalled: a busy host is not a failed call); 1 otherwise."""
+    verdicts = [call_verdict(c) for c in calls]
+    if write_failed or any(
+        v not in (Verdict.PASS, Verdict.INCONCLUSIVE) for v in verdicts
+    ):
+        return EXIT_FAILED
+    return EXIT_INCONCLUSIVE if Verdict.INCONCLUSIVE in verdicts else EXIT_OK
 
 
 async def cmd_call(args: argparse.Namespace, console: Console) -> int:

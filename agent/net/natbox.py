@@ -81,14 +81,16 @@ class UserSpaceNat:
         return False  # the inside's private address is not reachable
 
     # -- the public side --------------------------------------------------
-    def _inbound(self, endpoint: UdpEndpoint, data: bytes, remote: Address) -> None:
+    def _inbound(
+        self, endpoint: UdpEndpoint, data: bytes, remote: Address, at: float
+    ) -> None:
         mapping = self.table.inbound(endpoint.address, remote, self._loop.time())
         if mapping is None:
             self.dropped_inbound += 1
             return
         tap = self.inside.tap_at(mapping.internal)
         if tap is not None:
-            tap.deliver(data, remote)
+            tap.deliver(data, remote, at)
 
     def _allocate(self, preferred: int | None) -> int:
         if preferred is not None and preferred not in self._endpoints:
@@ -155,7 +157,9 @@ class StunResponder:
         self.address: Address = self._endpoint.address
         self.answered = 0
 
-    def _datagram(self, endpoint: UdpEndpoint, data: bytes, remote: Address) -> None:
+    def _datagram(
+        self, endpoint: UdpEndpoint, data: bytes, remote: Address, at: float
+    ) -> None:
         try:
             request = stun.parse_message(data)
         except ValueError:

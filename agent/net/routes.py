@@ -26,9 +26,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Callable
 
 from agent.stack.ice import Address, SocketTap
+from agent.stack.icenet import SO_TIMESTAMPNS, TIMESPEC_SPACE, kernel_time
 
 __all__ = ["AddressChange", "PathChange", "Rebind", "RelayRoute", "UdpEndpoint"]
 
@@ -46,7 +48,7 @@ class UdpEndpoint:
     def __init__(
         self,
         address: str,
-        on_datagram: Callable[[UdpEndpoint, bytes, Address], None],
+        on_datagram: Callable[[UdpEndpoint, bytes, Address, float], None],
         *,
         port: int = 0,
     ) -> None:
@@ -54,6 +56,10 @@ class UdpEndpoint:
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             self._sock.setblocking(False)
+            # Kernel receive times (see agent.stack.icenet): what a route
+            # hands to an ICE socket arrived when the kernel says, not when
+            # a busy event loop got round to it.
+            self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
             self._sock.bind((address, port))
         except OSError:
             self._sock.close()
@@ -79,13 +85,18 @@ class UdpEndpoint:
             if self.closed:
                 return
             try:
-                data, addr = self._sock.recvfrom(MAX_DATAGRAM)
+                data, ancillary, _flags, addr = self._sock.recvmsg(
+                    MAX_DATAGRAM, TIMESPEC_SPACE
+                )
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:  # ICMP port unreachable surfaces here on Linux
                 logger.debug("%s: receive failed: %s", self.address, exc)
                 continue
-            self._on_datagram(self, data, (addr[0], addr[1]))
+            at = kernel_time(ancillary)
+            self._on_datagram(
+                self, data, (addr[0], addr[1]), time.monotonic() if at is None else at
+            )
 
     def close(self) -> None:
         if self.closed:
@@ -116,13 +127,15 @@ class RelayRoute:
             logger.info("%s: %s now sends from %s", self, tap.local, endpoint.address)
         return entry[1]
 
-    def _inbound(self, endpoint: UdpEndpoint, data: bytes, addr: Address) -> None:
+    def _inbound(
+        self, endpoint: UdpEndpoint, data: bytes, addr: Address, at: float
+    ) -> None:
         for tap, owned in self._endpoints.values():
             if owned is endpoint:
                 if tap.closed:
                     endpoint.close()
                 else:
-                    tap.deliver(data, addr)
+                    tap.deliver(data, addr, at)
                 return
 
     def send(self, tap: SocketTap, data: bytes, addr: Address) -> None:

@@ -348,16 +348,34 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 
 
 #: The agent's own event loop stalling shows up as gaps; the watch records it
-#: as a ``note`` with this cause.
+#: as a ``note`` with this cause, and so does each RTP sender that sent late.
 AGENT_STALL = "agent_stall"
+#: A gap is the agent's when its own lateness leaves less than this of it
+#: unexplained (the default gap threshold: what is left is no gap).
+STALL_SLACK_MS = 60.0
 
 
-def attribute_stalls(events: Sequence[Event]) -> list[Event]:
-    """A media gap no fault explains, overlapping a stall of the agent's own
-    event loop, is the agent's doing: cause ``agent_stall`` (so a loaded test
-    machine is not mistaken for a network problem)."""
+def _sender(direction: str) -> str:
+    return direction.split("_to_", 1)[0]
+
+
+def attribute_stalls(
+    events: Sequence[Event], slack_ms: float = STALL_SLACK_MS
+) -> list[Event]:
+    """A media gap that the agent's own lateness explains is the agent's doing:
+    cause ``agent_stall``, so a loaded test machine is not mistaken for a
+    network problem.
+
+    The lateness is the *sender's* (a ``note`` of cause ``agent_stall`` on the
+    side that sends the gap's direction: its RTP sender's late runs, its event
+    loop's stalls): arrival times are the kernel's, so a receiver that stalled
+    makes no gap. It explains a gap it overlaps when at most ``slack_ms`` of
+    the gap is left over. That attribution wins over a fault window (a stall
+    during an MTU fault that dropped nothing is not the MTU's), but a gap the
+    stall explains only in part keeps its fault's cause.
+    """
     stalls = [
-        (e.t_ms, e.t_ms + (e.detail.stall_ms or 0.0))
+        (str(e.side), e.t_ms, e.t_ms + (e.detail.stall_ms or 0.0))
         for e in events
         if isinstance(e, NoteEvent) and e.cause == AGENT_STALL
     ]
@@ -365,14 +383,22 @@ def attribute_stalls(events: Sequence[Event]) -> list[Event]:
         return list(events)
     out: list[Event] = []
     for event in events:
-        if isinstance(event, MediaGapEvent) and event.cause is None:
-            end = event.t_ms + event.detail.length_ms
-            stall = next(
-                (s for s in stalls if _overlaps(s[0], s[1], event.t_ms, end)), None
+        if isinstance(event, MediaGapEvent) and (
+            event.cause is None or event.detail.fault is not None
+        ):
+            start, length = event.t_ms, event.detail.length_ms
+            sender = _sender(event.detail.direction)
+            late = max(
+                (
+                    s1 - s0
+                    for side, s0, s1 in stalls
+                    if side == sender and _overlaps(s0, s1, start, start + length)
+                ),
+                default=None,
             )
-            if stall is not None:
+            if late is not None and length - late <= slack_ms:
                 detail = dataclasses.replace(
-                    event.detail, stall_ms=round(stall[1] - stall[0], 1)
+                    event.detail, stall_ms=round(late, 1), fault=None
                 )
                 event = dataclasses.replace(event, cause=AGENT_STALL, detail=detail)
         out.append(event)

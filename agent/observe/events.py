@@ -225,6 +225,9 @@ class MediaGapDetail:
     fault: FaultRef | None = absent_if_none()
     #: set when the agent's own stall explains the gap (cause ``agent_stall``)
     stall_ms: float | None = absent_if_none()
+    #: the silence lasted until media stopped being due (hang-up): no packet
+    #: closed it, the packets due in it are lost
+    until_end: bool | None = absent_if_none()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -258,7 +261,8 @@ class FaultEndDetail(FaultDetail):
 @dataclass(frozen=True, kw_only=True)
 class NoteDetail:
     text: str | None = absent_if_none()
-    #: cause ``agent_stall``: how late the agent's event loop woke
+    #: cause ``agent_stall``: how late the agent's event loop woke, or how
+    #: late the agent's RTP sender sent (then ``t_ms`` is when it was due)
     stall_ms: float | None = absent_if_none()
     #: cause ``cert_expiry``: the expired certificate kept in use
     fingerprint_sha256: str | None = absent_if_none()

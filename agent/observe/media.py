@@ -88,10 +88,24 @@ Gaps
     (their transit is unchanged). A pause with frozen timestamps cannot be told
     apart on the wire from a network stall without catch-up, so it is a gap, and
     the re-anchoring above keeps it from becoming delay.
+
+Media that was due (silence up to hang-up)
+    Gaps between arrivals cannot see an outage that lasts until the call ends:
+    there is no next packet to close it. So a stream is also judged against
+    when media was *due*: from its first packet, every packet time (learnt
+    from the RTP clock: the timestamp step of consecutive sequence numbers)
+    until the direction's media ended — hang-up, or when the sender said it
+    stopped. :func:`until_end` adds the silence from the last arrival to that
+    end: a gap (``until_end``) when it reaches the threshold, and the packets
+    due in it as expected and lost. The stream's :attr:`MediaStats.state` is
+    then ``stopped`` (since the last arrival), else ``flowing`` (since the end
+    of the last gap). Arrival times are the kernel's (see
+    :mod:`agent.stack.icenet`), so a stalled receiver makes no gap here.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 RTP_SEQ_MOD = 1 << 16
@@ -123,6 +137,8 @@ class MediaGap:
     packets_missing: int
     #: the sender paused (DTX/silence suppression), not the network
     sender_paused: bool = False
+    #: silence from the last arrival until media stopped being due (hang-up)
+    until_end: bool = False
 
     @property
     def end_ms(self) -> float:
@@ -157,6 +173,59 @@ class MediaStats:
     #: arrival of the first and of the last new (non-duplicate) packet
     first_arrival_ms: float | None
     last_arrival_ms: float | None
+    #: largest inter-arrival distance below the gap threshold
+    max_spacing_ms: float = 0.0
+    #: packet time learnt from the RTP clock (None until two in a row arrived)
+    packet_ms: float | None = None
+    #: ``flowing`` or ``stopped`` (at the end of the due window), since when
+    state: str = "flowing"
+    state_since_ms: float | None = None
+
+
+#: Packet time assumed when the stream never showed two packets in a row.
+DEFAULT_PACKET_MS = 20.0
+
+
+def until_end(
+    stats: MediaStats,
+    end_ms: float,
+    gap_threshold_ms: float,
+    last_arrival_ms: float | None = None,
+) -> MediaStats:
+    """``stats`` judged against media due until ``end_ms`` (module docstring).
+
+    ``last_arrival_ms`` is the direction's last arrival when it is later than
+    this stream's (a new SSRC took over after a failover: the old one's
+    silence is no gap). The silence counts as a gap once it reaches
+    ``gap_threshold_ms``; the packets due in it are expected and lost.
+    """
+    last = stats.last_arrival_ms
+    if last is None:
+        return stats
+    if last_arrival_ms is not None:
+        last = max(last, last_arrival_ms)
+    silence = end_ms - last
+    if silence < gap_threshold_ms:
+        since = max(
+            (g.end_ms for g in stats.gaps if not g.sender_paused),
+            default=stats.first_arrival_ms,
+        )
+        return dataclasses.replace(stats, state="flowing", state_since_ms=since)
+    packet_ms = stats.packet_ms or DEFAULT_PACKET_MS
+    # Packets due after the last arrival, up to the end of the window.
+    due = int(silence // packet_ms)
+    gap = MediaGap(last, silence, due, until_end=True)
+    gaps = (*stats.gaps, gap) if len(stats.gaps) < MAX_STORED_GAPS else stats.gaps
+    return dataclasses.replace(
+        stats,
+        packets_expected=stats.packets_expected + due,
+        packets_lost=stats.packets_lost + due,
+        max_gap_ms=max(stats.max_gap_ms, silence),
+        gaps=gaps,
+        gap_count=stats.gap_count + 1,
+        state="stopped",
+        state_since_ms=last,
+    )
 
 
 def _signed_delta(value: int, reference: int, modulus: int) -> int:
@@ -232,10 +301,13 @@ class MediaAnalyzer:
         self._delayed = 0
 
         self._jitter_ticks = 0.0
+        #: RTP timestamp step between consecutive sequence numbers
+        self._packet_ticks: int | None = None
         self._duplicated = 0
         self._reordered = 0
         self._discarded = 0
         self._max_gap_ms = 0.0
+        self._max_spacing_ms = 0.0
         self._gaps: list[MediaGap] = []
         self._gap_count = 0
 
@@ -305,6 +377,10 @@ class MediaAnalyzer:
             jitter_ms=self._jitter_ticks * self._ms_per_tick,
             first_arrival_ms=self._first_arrival_ms,
             last_arrival_ms=self._prev_arrival_ms,
+            max_spacing_ms=self._max_spacing_ms,
+            packet_ms=None
+            if self._packet_ticks is None
+            else self._packet_ticks * self._ms_per_tick,
         )
 
     # -- sequence space -----------------------------------------------------
@@ -350,6 +426,12 @@ class MediaAnalyzer:
         elif ext > self._max_ext:
             missing = ext - self._max_ext - 1
             sender_advance_ms = (ts_ext - self._max_ts_ext) * self._ms_per_tick
+            if missing == 0 and ts_ext > self._max_ts_ext:
+                # The packet time, from the sender's own RTP clock (the
+                # smallest step: a DTX pause is a longer one).
+                step = ts_ext - self._max_ts_ext
+                if self._packet_ticks is None or step < self._packet_ticks:
+                    self._packet_ticks = step
             self._max_ext = ext
             self._max_ts_ext = ts_ext
         else:
@@ -394,6 +476,7 @@ class MediaAnalyzer:
         if not paused:
             self._max_gap_ms = max(self._max_gap_ms, length)
         if length < threshold:
+            self._max_spacing_ms = max(self._max_spacing_ms, length)
             return None
         gap = MediaGap(prev_arrival, length, missing, paused)
         self._gap_count += 1

@@ -57,7 +57,7 @@ from agent.observe.events import (
     SelectedPairDetail,
     StateDetail,
 )
-from agent.observe.media import MediaAnalyzer, MediaStats
+from agent.observe.media import MediaAnalyzer, MediaGap, MediaStats, until_end
 from agent.observe.model import (
     COUNTED,
     Countable,
@@ -125,6 +125,16 @@ class PeerObserver:
         self.state: PeerState = PeerState.NEW
         self._dtls_established = False
         self._dtls_span: Span | None = None
+        #: call-clock time this side's DTLS first reached ``connected``
+        self.dtls_connected_at_ms: float | None = None
+        #: the last RTP arrival (any SSRC) and the longest time a packet waited
+        #: in the kernel before this process read it (the receive loop's stall)
+        self._last_rtp_ms: float | None = None
+        self.receive_lag_max_ms = 0.0
+        #: when media to this side stopped being due (hang-up); see finish()
+        self.media_until_ms: float | None = None
+        #: when the far end said an SSRC stopped (RTCP BYE)
+        self._bye_ms: dict[int, float] = {}
 
     # -- recording helpers ------------------------------------------------
     def now_ms(self) -> float:
@@ -278,6 +288,7 @@ class PeerObserver:
         )
         if state == "connected" and not self._dtls_established:
             self._dtls_established = True
+            self.dtls_connected_at_ms = self.events[-1].t_ms
             self._handshakes.mark_established()
 
     def on_dtls_rehandshake_started(
@@ -402,6 +413,16 @@ class PeerObserver:
         )
 
     def on_rtp(self, ssrc: int, seq: int, timestamp: int, arrival_ms: float) -> None:
+        # ``arrival_ms`` is the kernel's receive time: how long the datagram
+        # waited for this process is the receive loop's stall, not the network.
+        self.receive_lag_max_ms = max(
+            self.receive_lag_max_ms, self._clock_ms() - arrival_ms
+        )
+        if self._last_rtp_ms is not None and arrival_ms < self._last_rtp_ms:
+            # Read out of kernel order (two sockets after a restart): keep
+            # the analysis monotonic.
+            arrival_ms = self._last_rtp_ms
+        self._last_rtp_ms = arrival_ms
         analyzer = self._analyzers.get(ssrc)
         if analyzer is None:
             analyzer = self._analyzers[ssrc] = MediaAnalyzer(
@@ -411,22 +432,52 @@ class PeerObserver:
         gap = analyzer.add(seq, timestamp, arrival_ms)
         # A sender pause (DTX, silence) is not an interruption of media.
         if gap is not None and not gap.sender_paused:
-            self.add(
-                MediaGapEvent(
-                    t_ms=gap.start_ms,
-                    side=self.side,
-                    detail=MediaGapDetail(
-                        direction=f"{self.side.other}_to_{self.side}",
-                        length_ms=round(gap.length_ms, 1),
-                        packets_missing=gap.packets_missing,
-                        ssrc=ssrc,
-                    ),
-                )
+            self._add_gap(gap, ssrc)
+
+    def on_rtp_bye(self, ssrc: int) -> None:
+        # Its media is no longer due: silence after this is no gap.
+        self._bye_ms.setdefault(ssrc, self._clock_ms())
+
+    def _add_gap(self, gap: MediaGap, ssrc: int) -> None:
+        self.add(
+            MediaGapEvent(
+                t_ms=gap.start_ms,
+                side=self.side,
+                detail=MediaGapDetail(
+                    direction=f"{self.side.other}_to_{self.side}",
+                    length_ms=round(gap.length_ms, 1),
+                    packets_missing=gap.packets_missing,
+                    ssrc=ssrc,
+                    until_end=True if gap.until_end else None,
+                ),
+            )
+        )
+
+    def note_sender_late(self, pauses: list[tuple[float, float]]) -> None:
+        """This side's RTP sender paused, busy (``(t_ms, length_ms)`` each: its
+        last send before, the time to its next): the far end's gaps then are
+        the agent's (cause ``agent_stall``)."""
+        for t_ms, length_ms in pauses:
+            self.note(
+                "the agent's RTP sender sent late",
+                cause="agent_stall",
+                t_ms=t_ms,
+                stall_ms=length_ms,
             )
 
     # -- results ------------------------------------------------------------
-    def finish(self) -> None:
-        """Close the spans still open when the call ends."""
+    def finish(self, media_until_ms: float | None = None) -> None:
+        """Close the spans still open when the call ends; media to this side
+        was due until ``media_until_ms`` (hang-up): silence up to then is a gap
+        (module docstring of :mod:`agent.observe.media`)."""
+        if media_until_ms is not None and self.media_until_ms is None:
+            self.media_until_ms = media_until_ms
+            main = self._main_stream()
+            if main is not None:
+                ssrc = main[0]
+                judged = self.media_stats()
+                if judged is not None and judged.gaps and judged.gaps[-1].until_end:
+                    self._add_gap(judged.gaps[-1], ssrc)
         for span in list(self._open_spans):
             outcome = Outcome.INCOMPLETE
             if span.type is EventType.DTLS_REHANDSHAKE and span.detected_by == "wire":
@@ -434,12 +485,25 @@ class PeerObserver:
                 outcome = Outcome.FAILED
             self.close_span(span, outcome)
 
-    def media_stats(self) -> MediaStats | None:
-        """The received stream's stats (the SSRC with the most packets)."""
+    def _main_stream(self) -> tuple[int, MediaStats] | None:
         if not self._analyzers:
             return None
-        stats = [a.stats() for a in self._analyzers.values()]
-        return max(stats, key=lambda s: s.packets_received)
+        stats = [(ssrc, a.stats()) for ssrc, a in self._analyzers.items()]
+        return max(stats, key=lambda item: item[1].packets_received)
+
+    def media_stats(self) -> MediaStats | None:
+        """The received stream's stats (the SSRC with the most packets),
+        judged against media due until hang-up once :meth:`finish` knows it."""
+        main = self._main_stream()
+        if main is None:
+            return None
+        ssrc, stats = main
+        if self.media_until_ms is None:
+            return stats
+        end = min(self.media_until_ms, self._bye_ms.get(ssrc, self.media_until_ms))
+        return until_end(
+            stats, end, self._media_settings.gap_threshold_ms, self._last_rtp_ms
+        )
 
     def metrics(self, thresholds: Mapping[str, Thresholds]) -> Metrics:
         """Counted from the events, and from spans still open (a restart under

@@ -20,14 +20,17 @@ they do not know), so the schema does not forbid additional properties.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import JsonValue
 
+from agent.observe.correlate import AGENT_STALL
 from agent.observe.events import (
+    Event,
     JsonObject,
+    MediaGapEvent,
     PairInfo,
     TaggedEvent,
     absent_if_none,
@@ -130,6 +133,8 @@ class GapEntry:
     length_ms: float
     packets_missing: int
     sender_paused: bool
+    #: the silence lasted until hang-up (no packet closed it)
+    until_end: bool | None = absent_if_none()
 
     @classmethod
     def from_gap(cls, gap: MediaGap) -> GapEntry:
@@ -138,7 +143,34 @@ class GapEntry:
             length_ms=round(gap.length_ms, 1),
             packets_missing=gap.packets_missing,
             sender_paused=gap.sender_paused,
+            until_end=True if gap.until_end else None,
         )
+
+
+#: A direction silent this long at hang-up has stopped for good: one-way audio.
+ONE_WAY_MS = 1000.0
+
+
+@dataclass(frozen=True)
+class GapShares:
+    """Whose a direction's longest gap was (see :func:`gap_shares`)."""
+
+    #: the network's and the far end's share: what expectations judge
+    network_ms: float
+    #: the longest gap the agent's own lateness explains (``agent_stall``)
+    agent_ms: float
+
+
+def gap_shares(events: Sequence[Event], direction: str, stats: MediaStats) -> GapShares:
+    """Split ``direction``'s gaps between the agent (cause ``agent_stall``) and
+    everyone else; below the threshold, the largest spacing counts."""
+    network = [stats.max_spacing_ms]
+    agent = [0.0]
+    for event in events:
+        if isinstance(event, MediaGapEvent) and event.detail.direction == direction:
+            mine = event.cause == AGENT_STALL
+            (agent if mine else network).append(event.detail.length_ms)
+    return GapShares(network_ms=max(network), agent_ms=max(agent))
 
 
 def _ms(value: float | None) -> float | None:
@@ -168,27 +200,60 @@ class MediaEntry:
     jitter_ms: float | None = absent_if_none()
     first_arrival_ms: float | None = absent_if_none()
     last_arrival_ms: float | None = absent_if_none()
+    #: the longest gap the agent's own lateness explains (``agent_stall``);
+    #: ``max_gap_ms`` is the rest (the network's and the far end's share)
+    agent_gap_ms: float | None = absent_if_none()
+    #: the longest a packet waited in the kernel for this process to read it
+    #: (the agent's receive loop stalling; arrival times are the kernel's)
+    receive_lag_ms: float | None = absent_if_none()
+    #: packets our sender numbered but could not send (no ICE pair, DTLS
+    #: down): never on the wire, so not in ``packets_lost``
+    packets_unsent: int | None = absent_if_none()
+    #: ``flowing`` or ``stopped`` at hang-up, and since when (call clock)
+    state: Literal["flowing", "stopped"] | None = absent_if_none()
+    state_since_ms: float | None = absent_if_none()
+    #: stopped for good (silent for ``ONE_WAY_MS`` up to hang-up)
+    one_way: bool | None = absent_if_none()
 
     @classmethod
     def received(
-        cls, packets_sent: int | None, sends: bool | None, stats: MediaStats
+        cls,
+        packets_sent: int | None,
+        sends: bool | None,
+        stats: MediaStats,
+        *,
+        shares: GapShares | None = None,
+        packets_unsent: int | None = None,
+        receive_lag_ms: float | None = None,
     ) -> MediaEntry:
+        stopped = stats.state == "stopped"
+        silence = stats.gaps[-1].length_ms if stopped and stats.gaps else 0.0
+        lost = stats.packets_lost
+        if packets_unsent:
+            # Holes in the sequence that our own sender left: not the network.
+            lost = max(0, lost - packets_unsent)
         return cls(
             packets_sent=packets_sent,
             sends=sends,
             packets_received=stats.packets_received,
             packets_expected=stats.packets_expected,
-            packets_lost=stats.packets_lost,
+            packets_lost=lost,
             packets_delayed=stats.packets_delayed,
             packets_duplicated=stats.packets_duplicated,
             packets_reordered=stats.packets_reordered,
             packets_discarded=stats.packets_discarded,
-            max_gap_ms=_ms(stats.max_gap_ms),
+            max_gap_ms=_ms(stats.max_gap_ms if shares is None else shares.network_ms),
             gaps=[GapEntry.from_gap(gap) for gap in stats.gaps],
             gap_count=stats.gap_count,
             jitter_ms=_ms(stats.jitter_ms),
             first_arrival_ms=_ms(stats.first_arrival_ms),
             last_arrival_ms=_ms(stats.last_arrival_ms),
+            agent_gap_ms=None if shares is None else _ms(shares.agent_ms),
+            receive_lag_ms=_ms(receive_lag_ms),
+            packets_unsent=packets_unsent,
+            state="stopped" if stopped else "flowing",
+            state_since_ms=_ms(stats.state_since_ms),
+            one_way=stopped and silence >= ONE_WAY_MS,
         )
 
 
@@ -200,6 +265,9 @@ class CheckEntry:
     expected: str
     actual: str
     passed: bool
+    #: the agent was too stalled to judge this figure (then ``passed`` is
+    #: false, and the call's verdict is INCONCLUSIVE, not FAIL)
+    inconclusive: bool | None = absent_if_none()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,12 +323,14 @@ class Host:
 
 @dataclass(frozen=True, kw_only=True)
 class Summary:
-    """Verdict counts: ``calls == passed + failed + errors``."""
+    """Verdict counts: ``calls == passed + failed + errors + inconclusive``."""
 
     calls: int
     passed: int
     failed: int
     errors: int
+    #: absent in reports written before the verdict existed (read as 0)
+    inconclusive: int | None = absent_if_none()
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -82,7 +82,7 @@ def _suite(
         tests=str(len(calls)),
         failures=str(verdicts.count(Verdict.FAIL)),
         errors=str(verdicts.count(Verdict.ERROR)),
-        skipped="0",
+        skipped=str(verdicts.count(Verdict.INCONCLUSIVE)),
         time=_seconds(sum(number(call.get("duration_ms")) or 0.0 for call in calls)),
     )
     started = calls[0].get("started_at")
@@ -134,6 +134,11 @@ def _testcase(scenario: str, call: Mapping[str, Any]) -> ET.Element:
                 ]
             )
         )
+    elif verdict is Verdict.INCONCLUSIVE:
+        # Neither pass nor fail: the agent could not judge (docs/report.md).
+        skipped = ET.SubElement(case, "skipped", type="Inconclusive")
+        skipped.set("message", _text("inconclusive: the agent stalled"))
+        skipped.text = _text("\n".join(check_lines))
     elif verdict is Verdict.FAIL:
         names = ", ".join(str(check.get("name", "?")) for check in failed)
         failure = ET.SubElement(case, "failure", type="ExpectationFailed")

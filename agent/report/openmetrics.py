@@ -280,8 +280,9 @@ def _run_families(
             (Verdict.PASS, "passed"),
             (Verdict.FAIL, "failed"),
             (Verdict.ERROR, "errors"),
+            (Verdict.INCONCLUSIVE, "inconclusive"),
         ):
-            by_verdict.add_metric([verdict.lower()], summary[key])
+            by_verdict.add_metric([verdict.lower()], summary.get(key, 0))
     yield info
     yield complete
     yield by_verdict

@@ -60,20 +60,27 @@ class Verdict(enum.StrEnum):
     FAIL = "FAIL"
     #: the call could not be carried out (``call["error"]`` is set)
     ERROR = "ERROR"
+    #: every check that could be judged passed, but the agent itself was too
+    #: stalled to judge at least one (a check with ``inconclusive: true``)
+    INCONCLUSIVE = "INCONCLUSIVE"
 
 
 def call_verdict(call: Mapping[str, Any]) -> Verdict:
-    """PASS, FAIL or ERROR; an error wins over failed expectations.
+    """PASS, FAIL, ERROR or INCONCLUSIVE; an error wins over failed
+    expectations, a failed check over one the agent could not judge.
 
     A call without expectations (an ad-hoc ``callagent call``) passes unless it
     errored.
     """
     if call.get("error"):
         return Verdict.ERROR
+    failed = failed_checks(call)
+    if any(not check.get("inconclusive") for check in failed):
+        return Verdict.FAIL
+    if failed:
+        return Verdict.INCONCLUSIVE
     expectations = call.get("expectations") or {}
     if expectations.get("passed") is False:
-        return Verdict.FAIL
-    if any(check.get("passed") is False for check in checks(call)):
         return Verdict.FAIL
     return Verdict.PASS
 
@@ -88,16 +95,20 @@ def failed_checks(call: Mapping[str, Any]) -> list[Mapping[str, Any]]:
 
 
 def summarize(calls: Iterable[Mapping[str, Any]]) -> dict[str, int]:
-    """The ``summary`` object: ``calls == passed + failed + errors``."""
+    """The ``summary`` object: ``calls == passed + failed + errors +
+    inconclusive`` (the last only present when not 0, as before it existed)."""
     counts = {verdict: 0 for verdict in Verdict}
     for call in calls:
         counts[call_verdict(call)] += 1
-    return {
+    summary = {
         "calls": sum(counts.values()),
         "passed": counts[Verdict.PASS],
         "failed": counts[Verdict.FAIL],
         "errors": counts[Verdict.ERROR],
     }
+    if counts[Verdict.INCONCLUSIVE]:
+        summary["inconclusive"] = counts[Verdict.INCONCLUSIVE]
+    return summary
 
 
 def metric(call: Mapping[str, Any], name: str) -> Mapping[str, Any]:

@@ -35,6 +35,7 @@ VERDICT_STYLE = {
     Verdict.PASS: "green",
     Verdict.FAIL: "bold red",
     Verdict.ERROR: "bold magenta",
+    Verdict.INCONCLUSIVE: "bold yellow",
 }
 UNKNOWN = "-"
 
@@ -228,7 +229,8 @@ def _failure_notes(call: Mapping[str, Any]) -> list[Text]:
         notes.append(note)
     for check in failed_checks(call):
         note = Text(f"{call_id} ")
-        note.append("FAIL", style=VERDICT_STYLE[Verdict.FAIL])
+        kind = Verdict.INCONCLUSIVE if check.get("inconclusive") else Verdict.FAIL
+        note.append(str(kind), style=VERDICT_STYLE[kind])
         note.append(
             f" {check.get('name', '?')}: expected {check.get('expected', '?')},"
             f" got {check.get('actual', '?')}"
@@ -251,6 +253,9 @@ def _summary_line(report: Mapping[str, Any], calls: list[Mapping[str, Any]]) -> 
         f"{summary['errors']} errors",
         style="bold magenta" if summary["errors"] else "",
     )
+    if summary.get("inconclusive"):
+        line.append(", ")
+        line.append(f"{summary['inconclusive']} inconclusive", style="bold yellow")
     if not report.get("complete"):
         reason = report.get("interrupted")
         line.append("; ")

@@ -13,13 +13,25 @@ default. A value the report lacks (``None`` or a missing key) fails its
 check with actual ``"not measured"``: an expectation that cannot be verified
 must not pass silently.
 
+Media figures judge the network's and the far end's share (``max_gap_ms``);
+the agent's own share (``agent_gap_ms``: gaps its own lateness explains) is
+shown beside it. When the agent's share alone exceeds the limit, a network gap
+that long could hide inside the agent's stall: the check is *inconclusive*
+(``passed`` false, ``inconclusive`` true), and the call's verdict is
+INCONCLUSIVE, never FAIL, unless another check failed.
+
+``call_up`` is defined by media as well as ICE/DTLS: a call whose state says
+``connected`` while a direction that sends has stopped (``media.<d>.state``)
+is not up (after a NAT rebind the ICE state flaps while no audio arrives).
+
 Report keys read (one call)::
 
     connected, final_state, ended_early, setup_ms
     metrics.{ice_restarts,dtls_rehandshakes}.{total,level}
     metrics.selected_pair_changes
     local_side, events[].{type,side,initiator,cause}
-    media.{caller_to_callee,callee_to_caller}.{max_gap_ms,packets_lost}
+    media.{caller_to_callee,callee_to_caller}.{max_gap_ms,agent_gap_ms,
+        packets_lost,state,state_since_ms,sends,observed}
 """
 
 from __future__ import annotations
@@ -75,6 +87,15 @@ def _call_up(result: Mapping[str, Any]) -> Check:
     final_state = str(result.get("final_state"))
     ended_early = bool(result.get("ended_early"))
     if final_state == "connected" and not ended_early:
+        stopped = [
+            f"{d} stopped at {_ms(since or 0.0)}"
+            for d, since in _per_direction(result, "state_since_ms").items()
+            if _lookup(result, f"media.{d}.state") == "stopped"
+        ]
+        if stopped:
+            return Check(
+                "call_up", expected, "connected, but " + ", ".join(stopped), False
+            )
         return Check("call_up", expected, "connected", True)
     actual = f"{final_state} (ended early)" if ended_early else final_state
     return Check("call_up", expected, actual, False)
@@ -211,9 +232,19 @@ def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
             actual = _NEVER_CONNECTED
         return Check("max_media_gap_ms", expected, actual, False)
     direction, worst = max(measured.items(), key=lambda item: item[1])
-    return Check(
-        "max_media_gap_ms", expected, f"{_ms(worst)} ({direction})", worst <= limit_ms
-    )
+    actual = f"{_ms(worst)} ({direction})"
+    agent = {
+        d: gap
+        for d, gap in _per_direction(result, "agent_gap_ms").items()
+        if gap is not None and gap > 0
+    }
+    if agent:
+        mine, longest = max(agent.items(), key=lambda item: item[1])
+        actual += f"; agent stalled {_ms(longest)} ({mine})"
+        if worst <= limit_ms and longest > limit_ms:
+            # A network gap over the limit could hide inside the stall.
+            return Check("max_media_gap_ms", expected, actual, False, inconclusive=True)
+    return Check("max_media_gap_ms", expected, actual, worst <= limit_ms)
 
 
 def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
@@ -225,6 +256,27 @@ def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
     total = int(sum(value for value in lost.values() if value is not None))
     detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
     return Check("max_packets_lost", expected, f"{total} ({detail})", total <= limit)
+
+
+def _media_gap_range(result: Mapping[str, Any], want: CountRange) -> Check:
+    gaps = _per_direction(result, "max_gap_ms")
+    measured = {d: gap for d, gap in gaps.items() if gap is not None}
+    if not measured or len(measured) < len(gaps):
+        actual = _NOT_MEASURED if result.get("connected") else _NEVER_CONNECTED
+        return Check("media_gap_ms", str(want), actual, False)
+    direction, worst = max(measured.items(), key=lambda item: item[1])
+    actual = f"{_ms(worst)} ({direction})"
+    return Check("media_gap_ms", str(want), actual, want.contains(round(worst)))
+
+
+def _packets_lost_range(result: Mapping[str, Any], want: CountRange) -> Check:
+    lost = _per_direction(result, "packets_lost")
+    if not lost or any(value is None for value in lost.values()):
+        actual = _NEVER_CONNECTED if not result.get("connected") else _NOT_MEASURED
+        return Check("packets_lost", str(want), actual, False)
+    total = int(sum(value for value in lost.values() if value is not None))
+    detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
+    return Check("packets_lost", str(want), f"{total} ({detail})", want.contains(total))
 
 
 def _pair_changes_by_side(
@@ -308,6 +360,10 @@ def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
         yield _max_media_gap(result, expect.max_media_gap_ms)
     if expect.max_packets_lost is not None:
         yield _max_packets_lost(result, expect.max_packets_lost)
+    if expect.media_gap_ms is not None:
+        yield _media_gap_range(result, expect.media_gap_ms)
+    if expect.packets_lost is not None:
+        yield _packets_lost_range(result, expect.packets_lost)
     if expect.selected_pair_changes_by_side is not None:
         yield from _pair_changes_by_side(result, expect.selected_pair_changes_by_side)
     if expect.all_events_attributed:

@@ -170,6 +170,11 @@ class Expectations(Section):
     max_media_gap_ms: NonNegativeMilliseconds | None = None
     #: packets lost in both directions together
     max_packets_lost: Count | None = None
+    #: the longest gap seen by either receiver, as a range: for a scenario
+    #: whose point is that the tool *detects* an outage (``{min: 4500}``)
+    media_gap_ms: CountRange | None = None
+    #: packets lost in both directions together, as a range
+    packets_lost: CountRange | None = None
     #: selected-pair changes per side (the far end follows a NAT rebinding)
     selected_pair_changes_by_side: SidePairChanges | None = None
     #: every restart, rehandshake, pair change, media gap and disconnected/

@@ -23,6 +23,7 @@ from agent.call.calls import Call, CallConfig
 from agent.errors import AgentError
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings
+from agent.report.schema import call_verdict
 from agent.scenario.expect import check_expectations
 from agent.scenario.model import PeerSettings, Scenario, StepSpec
 from agent.scenario.steps import STEPS
@@ -214,10 +215,13 @@ class ScenarioRunner:
         passed = all(c.passed for c in checks) and call.error is None
         result["expectations"] = {
             "passed": passed,
-            "checks": [asdict(c) for c in checks],
+            # ``inconclusive`` only where it is set (report schema).
+            "checks": [
+                {k: v for k, v in asdict(c).items() if v is not None} for c in checks
+            ],
         }
         progress.state = final_state
-        progress.verdict = "PASS" if passed else "FAIL"
+        progress.verdict = str(call_verdict(result))
         self.progress.done += 1
         self.results.append(result)
         if self._on_result is not None:

@@ -41,7 +41,13 @@ from typing import Any, Protocol
 import pylibsrtp
 from aiortc import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
-from aiortc.rtp import HeaderExtensionsMap, RtpPacket, is_rtcp
+from aiortc.rtp import (
+    AnyRtcpPacket,
+    HeaderExtensionsMap,
+    RtcpPacket,
+    RtpPacket,
+    is_rtcp,
+)
 from OpenSSL import SSL
 
 from agent.stack.association import (
@@ -86,6 +92,7 @@ class RtpSink(Protocol):
     async def _handle_rtp_packet(
         self, packet: RtpPacket, arrival_time_ms: int
     ) -> None: ...
+    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None: ...
 
 
 class DtlsListener(Protocol):
@@ -351,7 +358,17 @@ class SrtpTransport:
     async def _on_srtp(self, data: bytes) -> None:
         rtcp = is_rtcp(data)
         plain = self._unprotect(data, rtcp)
-        if plain is None or rtcp or self._sink is None:
+        if plain is None or self._sink is None:
+            return
+        if rtcp:
+            # The receiver needs the far end's RTCP BYE (RFC 3550 §6.6): its
+            # media stops being due then, so silence after it is no gap.
+            try:
+                packets = RtcpPacket.parse(plain)
+            except ValueError:
+                return
+            for rtcp_packet in packets:
+                await self._sink._handle_rtcp_packet(rtcp_packet)
             return
         try:
             packet = RtpPacket.parse(plain, self._ext_map)

@@ -255,17 +255,23 @@ class AgentIceConnection(aioice.Connection):
         self._taps.append(tap)
         self.net.taps.append(tap)
 
-        def datagram_received(data: bytes, addr: Any) -> None:
+        def received_at(data: bytes, addr: Address, at: float | None) -> None:
             route = self.net.route
             if route is not None and not route.direct_inbound(tap):
                 return
-            tap.deliver(data, (addr[0], addr[1]))
+            tap.deliver(data, addr, at)
+
+        def datagram_received(data: bytes, addr: Any) -> None:
+            received_at(data, (addr[0], addr[1]), None)
 
         def sendto(data: bytes, addr: Any = None) -> None:
             tap.outbound(data, (addr[0], addr[1]))
 
         protocol.datagram_received = datagram_received
         protocol.transport.sendto = sendto
+        # Arrival times from the kernel, not from when the loop got round to
+        # the datagram (a stalled loop must not look like a network gap).
+        tap.read_kernel_time(received_at)
 
     # -- following the far end to a new address (same generation) ---------
     def note_received(self, protocol: Any, addr: Address, data: bytes) -> None:

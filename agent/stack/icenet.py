@@ -5,13 +5,36 @@
 :class:`SideNet`; every socket an ICE generation binds is wrapped in a
 :class:`SocketTap` that applies them to each datagram, both ways, before the ICE
 agent (:class:`agent.stack.ice.AgentIceConnection`) sees it. Nothing here touches
-aioice beyond the socket's own ``datagram_received``/``sendto``.
+aioice beyond the socket's own ``datagram_received``/``sendto``/``connection_lost``.
+
+Time from the kernel
+--------------------
+asyncio's datagram transport reads with ``recvfrom`` when the event loop gets
+round to it, so a loop that stalls 300 ms hands 15 packets of 20 ms audio to
+the receiver at the same instant: a 300 ms gap that the network never made.
+:meth:`SocketTap.read_kernel_time` turns on ``SO_TIMESTAMPNS`` and reads the
+socket itself with ``recvmsg`` (the kernel's receive time in the ancillary
+data), so each datagram carries the time it reached the host. The time of
+every RTP datagram (its clear-text SSRC and sequence number, RFC 3711 §3.1
+leaves the header unencrypted) is kept on the side's :class:`SideNet`
+(:meth:`SideNet.take_rtp_arrival`) for the RTP receiver, after SRTP, to pick
+up. A datagram an inbound impairment delays arrives when the emulated network
+delivers it: kernel time plus the delay.
+
+An SRTP packet sent to a socket that is already closed (a retired ICE
+generation) raises ``ConnectionError`` up to the RTP sender, as "no pair"
+does: it never reached the wire, so it is not counted as sent (nor lost).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
+import logging
+import socket
+import struct
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +45,48 @@ class WireDirection(enum.StrEnum):
 
 
 Address = tuple[str, int]
+
+logger = logging.getLogger(__name__)
+
+#: Linux ``SO_TIMESTAMPNS`` (== ``SCM_TIMESTAMPNS``); Python 3.11's socket
+#: module does not export it (asm-generic/socket.h: 35).
+SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_TIMESPEC = struct.Struct("@qq")
+#: ancillary buffer for one ``recvmsg`` with ``SO_TIMESTAMPNS``
+TIMESPEC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
+#: datagrams read per readiness callback, so one busy socket cannot starve
+#: the loop (asyncio's transport reads one)
+_READS_PER_WAKEUP = 64
+#: RTP arrivals kept for the receiver; older ones were dropped by a filter
+_MAX_RTP_ARRIVALS = 4096
+
+
+def rtp_key(data: bytes) -> tuple[int, int] | None:
+    """(SSRC, sequence number) of an (S)RTP datagram, None for anything else.
+
+    RFC 7983 §7: first byte 128..191 is RTP/RTCP; RFC 5761 §4: payload types
+    64..95 (with the marker bit cleared) are RTCP.
+    """
+    if len(data) < 12 or not 128 <= data[0] <= 191 or 64 <= (data[1] & 0x7F) <= 95:
+        return None
+    return int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")
+
+
+def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+    """The ``SCM_TIMESTAMPNS`` of one ``recvmsg``, on ``time.monotonic``.
+
+    The kernel stamps CLOCK_REALTIME; it is moved to the monotonic clock by
+    the current offset between the two (read now, so a clock step between the
+    datagram and the read is the only error, and it is rare and small).
+    """
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+            if len(payload) < _TIMESPEC.size:
+                return None
+            sec, nsec = _TIMESPEC.unpack_from(payload)
+            offset = time.time() - time.monotonic()
+            return float(sec + nsec * 1e-9 - offset)
+    return None
 
 
 @dataclass(frozen=True)
@@ -76,6 +141,20 @@ class SideNet:
         self.route: SocketRoute | None = None
         self.stun_server: Address | None = None
         self.taps: list[SocketTap] = []
+        #: (ssrc, seq) -> arrival time (time.monotonic) of an RTP datagram
+        self._rtp_arrivals: dict[tuple[int, int], float] = {}
+
+    def note_rtp_arrival(self, key: tuple[int, int], at: float) -> None:
+        arrivals = self._rtp_arrivals
+        arrivals[key] = at
+        if len(arrivals) > _MAX_RTP_ARRIVALS:
+            # Dicts keep insertion order: drop the oldest.
+            del arrivals[next(iter(arrivals))]
+
+    def take_rtp_arrival(self, ssrc: int, seq: int) -> float | None:
+        """When the RTP packet (``ssrc``, ``seq``) reached this host
+        (``time.monotonic`` seconds), once; None if not known."""
+        return self._rtp_arrivals.pop((ssrc, seq), None)
 
     def live_taps(self) -> list[SocketTap]:
         self.taps = [t for t in self.taps if not t.closed]
@@ -123,6 +202,11 @@ class SocketTap:
             self._send(data, addr)
 
     def outbound(self, data: bytes, addr: Address) -> None:
+        if self.closed:
+            if rtp_key(data) is not None:
+                # Tell the RTP sender: this packet never reached the wire.
+                raise ConnectionError("socket closed")
+            return
         delay = self.connection.verdict(WireDirection.OUTBOUND, data, addr)
         if delay is None:
             return
@@ -138,21 +222,83 @@ class SocketTap:
         elif not self.closed:
             route.send(self, data, addr)
 
-    def deliver(self, data: bytes, addr: Address) -> None:
-        """A datagram from ``addr`` reached this host: impair it, then hand it
-        to the ICE agent."""
+    def deliver(self, data: bytes, addr: Address, at: float | None = None) -> None:
+        """A datagram from ``addr`` reached this host at ``at`` (monotonic
+        seconds; now if unknown): impair it, then hand it to the ICE agent."""
         if self.closed:
             return
+        if at is None:
+            at = time.monotonic()
         delay = self.connection.verdict(WireDirection.INBOUND, data, addr)
         if delay is None:
             return
         if delay > 0:
-            asyncio.get_running_loop().call_later(delay, self._hand_in, data, addr)
+            asyncio.get_running_loop().call_later(
+                delay, self._hand_in, data, addr, at + delay
+            )
         else:
-            self._hand_in(data, addr)
+            self._hand_in(data, addr, at)
 
-    def _hand_in(self, data: bytes, addr: Address) -> None:
+    def _hand_in(self, data: bytes, addr: Address, at: float) -> None:
         if self.closed:
             return
+        key = rtp_key(data)
+        if key is not None:
+            self.connection.net.note_rtp_arrival(key, at)
         self.connection.note_received(self._protocol, addr, data)
         self._receive(data, addr)
+
+    def read_kernel_time(
+        self, received: Callable[[bytes, Address, float], None]
+    ) -> bool:
+        """Read this socket with ``recvmsg`` and ``SO_TIMESTAMPNS`` instead of
+        asyncio's ``recvfrom``, handing each datagram to ``received`` with its
+        kernel receive time. False (asyncio keeps reading) where the platform
+        has no such timestamps."""
+        raw = self._transport.get_extra_info("socket")
+        if raw is None:
+            return False
+        try:
+            # A dup of the fd (asyncio's TransportSocket has no recvmsg), read
+            # by our own reader while the transport's is paused; closed with
+            # the transport (connection_lost), so the port is freed.
+            sock: socket.socket = raw.dup()
+        except OSError as exc:
+            logger.info("no kernel receive timestamps: %s", exc)
+            return False
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+            sock.setblocking(False)
+        except OSError as exc:
+            logger.info("no kernel receive timestamps: %s", exc)
+            sock.close()
+            return False
+        loop = asyncio.get_running_loop()
+        fd = sock.fileno()
+
+        def readable() -> None:
+            for _ in range(_READS_PER_WAKEUP):
+                try:
+                    data, ancillary, _flags, addr = sock.recvmsg(65536, TIMESPEC_SPACE)
+                except (BlockingIOError, InterruptedError):
+                    return
+                except OSError as exc:
+                    # As asyncio's transport does: an ICMP error on UDP.
+                    self._protocol.error_received(exc)
+                    return
+                at = kernel_time(ancillary)
+                if at is None:
+                    at = time.monotonic()
+                received(data, (addr[0], addr[1]), at)
+
+        lost = self._protocol.connection_lost
+
+        def connection_lost(exc: Exception | None) -> None:
+            loop.remove_reader(fd)
+            sock.close()
+            lost(exc)
+
+        self._transport.pause_reading()
+        loop.add_reader(fd, readable)
+        self._protocol.connection_lost = connection_lost
+        return True

@@ -45,6 +45,7 @@ class PeerListener(Protocol):
     def on_rtp(
         self, ssrc: int, seq: int, timestamp: int, arrival_ms: float
     ) -> None: ...
+    def on_rtp_bye(self, ssrc: int) -> None: ...
 
 
 class NullListener:
@@ -90,4 +91,7 @@ class NullListener:
         pass
 
     def on_rtp(self, ssrc: int, seq: int, timestamp: int, arrival_ms: float) -> None:
+        pass
+
+    def on_rtp_bye(self, ssrc: int) -> None:
         pass

@@ -9,6 +9,20 @@ timestamps (RFC 3550 §5.1, RFC 7587 for Opus). :class:`RtpAudioReceiver` takes 
 place of aiortc's ``RTCRtpReceiver`` on the DTLS transport's RTP router and hands
 each packet's (seq, timestamp, arrival) to a listener — optionally decoding the
 payload with aiortc's Opus decoder when a scenario asks for it.
+
+Each received packet's arrival is the kernel's receive time when the socket
+layer knows it (:meth:`agent.stack.icenet.SideNet.take_rtp_arrival`), moved to
+the call clock; otherwise the time the receiver got it. Each sender records its
+own lateness: :attr:`RtpAudioSender.max_late_ms` (when packets really left vs
+when they were due) and :attr:`RtpAudioSender.late` (each time the sender
+itself went quiet for longer than its packet time, because this process was
+busy). Such a pause makes a gap at the far end that is the agent's doing, not
+the network's; it is compared with the far end's gaps as they are, spacing
+against spacing, since a sender that is late by a steady amount makes none.
+
+The pre-encoded loop costs ~145 ms of CPU; :func:`prepare_opus` builds it in a
+worker thread before a call starts, so it never runs in the shared event loop
+on the call path (it delayed the first call's handshake, issue 10 item 8).
 """
 
 from __future__ import annotations
@@ -20,6 +34,8 @@ import functools
 import logging
 import math
 import random
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -28,6 +44,7 @@ from aiortc.codecs.opus import OpusDecoder
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtp import (
     AnyRtcpPacket,
+    RtcpByePacket,
     RtcpSenderInfo,
     RtcpSrPacket,
     RtpPacket,
@@ -76,6 +93,27 @@ def opus_packets(packet_ms: int) -> tuple[bytes, ...]:
     return tuple(packets[:frames])
 
 
+_opus_lock = threading.Lock()
+
+
+def _build_opus(packet_ms: int) -> tuple[bytes, ...]:
+    # One builder at a time: calls starting together wait for the first one
+    # (blocked on the lock, not competing for the GIL) and then hit the cache.
+    with _opus_lock:
+        return opus_packets(packet_ms)
+
+
+async def prepare_opus(packet_ms: int) -> None:
+    """Build the pre-encoded loop off the event loop (once per process)."""
+    await asyncio.to_thread(_build_opus, packet_ms)
+
+
+#: the sender's own pause, beyond its packet time, that is recorded
+LATE_MS = 30.0
+#: pauses kept per sender
+MAX_LATE_RUNS = 1000
+
+
 SendRtp = Callable[[bytes], Any]  # an awaitable-returning send (DTLS transport)
 
 
@@ -97,9 +135,11 @@ class RtpAudioSender:
         payload_type: int,
         packet_ms: int = 20,
         rng: random.Random | None = None,
+        clock_ms: Callable[[], float] | None = None,
     ) -> None:
         rng = rng or random.Random()
         self._send = send
+        self._clock_ms = clock_ms
         self.ssrc = ssrc
         self.payload_type = payload_type
         self.packet_ms = packet_ms
@@ -111,6 +151,15 @@ class RtpAudioSender:
         self.packets_sent = 0
         self.octets_sent = 0
         self.send_errors = 0
+        #: RTP packets numbered but refused by the transport (no ICE pair, DTLS
+        #: down, a retired socket): their sequence numbers are holes at the
+        #: receiver that no network made
+        self.packets_unsent = 0
+        #: (when, how long) in call-clock ms of each pause of this sender: the
+        #: send before it, and the time to the next send (packet time + late)
+        self.late: list[tuple[float, float]] = []
+        #: the most any packet left after it was due
+        self.max_late_ms = 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -131,7 +180,10 @@ class RtpAudioSender:
         next_at = loop.time()
         next_rtcp = next_at + _RTCP_INTERVAL_S
         index = 0
+        clock = self._clock_ms
+        last_sent_ms: float | None = None
         while True:
+            due_ms = None if clock is None else clock() + (next_at - loop.time()) * 1000
             packet = RtpPacket(
                 payload_type=self.payload_type,
                 marker=1 if index == 0 else 0,
@@ -140,9 +192,23 @@ class RtpAudioSender:
                 ssrc=self.ssrc,
                 payload=self._payloads[index % len(self._payloads)],
             )
-            await self._transmit(packet.serialize())
-            self.packets_sent += 1
-            self.octets_sent += len(packet.payload)
+            if await self._transmit(packet.serialize()):
+                # Counted only when it went out: unsent is not lost.
+                self.packets_sent += 1
+                self.octets_sent += len(packet.payload)
+            else:
+                self.packets_unsent += 1
+            if clock is not None and due_ms is not None:
+                sent_ms = clock()
+                self.max_late_ms = max(self.max_late_ms, sent_ms - due_ms)
+                if last_sent_ms is not None:
+                    spacing = sent_ms - last_sent_ms
+                    if (
+                        spacing >= self.packet_ms + LATE_MS
+                        and len(self.late) < MAX_LATE_RUNS
+                    ):
+                        self.late.append((round(last_sent_ms, 1), round(spacing, 1)))
+                last_sent_ms = sent_ms
             index += 1
             self._seq = (self._seq + 1) & 0xFFFF
             self._timestamp = (self._timestamp + self._samples) & 0xFFFFFFFF
@@ -158,11 +224,14 @@ class RtpAudioSender:
                 delay = 0.0
             await asyncio.sleep(max(delay, 0.0))
 
-    async def _transmit(self, data: bytes) -> None:
+    async def _transmit(self, data: bytes) -> bool:
+        """Send; False when the transport refused (nothing went out)."""
         try:
             await self._send(data)
         except ConnectionError:
             self.send_errors += 1
+            return False
+        return True
 
     async def _send_sender_report(self) -> None:
         ntp = _ntp_now()
@@ -179,8 +248,6 @@ class RtpAudioSender:
 
 
 def _ntp_now() -> int:
-    import time
-
     now = time.time() + 2208988800  # NTP epoch is 1900 (RFC 5905 §6)
     return (int(now) << 32) | int((now % 1) * (1 << 32))
 
@@ -200,9 +267,15 @@ class RtpAudioReceiver:
         listener: RtpListener,
         clock_ms: Callable[[], float],
         decode: bool = False,
+        arrival: Callable[[int, int], float | None] | None = None,
+        on_bye: Callable[[int], None] | None = None,
     ) -> None:
         self._listener = listener
+        #: the far end said an SSRC stopped sending (RTCP BYE, RFC 3550 §6.6)
+        self._on_bye = on_bye
         self._clock_ms = clock_ms
+        #: (ssrc, seq) -> kernel arrival on time.monotonic, from the socket
+        self._arrival = arrival
         self._decoder = OpusDecoder() if decode else None
         self.frames_decoded = 0
         self.decode_errors = 0
@@ -210,8 +283,20 @@ class RtpAudioReceiver:
         self.disconnected = False
 
     async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
+        now_ms = self._clock_ms()
+        kernel = (
+            None
+            if self._arrival is None
+            else self._arrival(packet.ssrc, packet.sequence_number)
+        )
+        # The kernel's time, on the call clock: now minus how long ago it was.
+        arrival_ms = (
+            now_ms
+            if kernel is None
+            else now_ms - max(0.0, time.monotonic() - kernel) * 1000.0
+        )
         self._listener(
-            packet.ssrc, packet.sequence_number, packet.timestamp, self._clock_ms()
+            packet.ssrc, packet.sequence_number, packet.timestamp, arrival_ms
         )
         if self._decoder is not None:
             try:
@@ -224,6 +309,9 @@ class RtpAudioReceiver:
 
     async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
         self.rtcp_packets += 1
+        if isinstance(packet, RtcpByePacket) and self._on_bye is not None:
+            for ssrc in packet.sources:
+                self._on_bye(ssrc)
 
     def _handle_disconnect(self) -> None:
         self.disconnected = True

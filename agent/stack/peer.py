@@ -342,6 +342,8 @@ class Peer:
                     listener=self._listener.on_rtp,
                     clock_ms=self._clock_ms,
                     decode=self.config.decode,
+                    arrival=self.config.net.take_rtp_arrival,
+                    on_bye=self._listener.on_rtp_bye,
                 )
                 self.dtls.set_receiver(self.receiver, receive_parameters(neg))
             await self.dtls.start(neg.dtls_role, self.negotiation.remote_fingerprints)
@@ -355,6 +357,7 @@ class Peer:
                     payload_type=neg.payload_type,
                     packet_ms=self.config.packet_ms,
                     rng=self.config.rng,
+                    clock_ms=self._clock_ms,
                 )
                 self.sender.start()
             self._spawn(self.ice_side.monitor_liveness())

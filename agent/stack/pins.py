@@ -82,6 +82,12 @@ PINS: tuple[Pin, ...] = (
     Pin(_PAIR, "local_addr", "method", "describe selected pair"),
     Pin(_PAIR, "remote_addr", "method", "describe selected pair"),
     Pin(_STUN_PROTOCOL, "datagram_received", "method", "replaced: socket filter"),
+    Pin(
+        _STUN_PROTOCOL,
+        "connection_lost",
+        "method",
+        "wrapped: close the recvmsg socket (kernel receive timestamps)",
+    ),
     Pin(_STUN_PROTOCOL, "transport", "attr", "its send replaced: socket filter"),
     Pin(_STUN_PROTOCOL, "local_candidate", "attr", "base of a srflx candidate"),
     Pin("aioice.ice", "server_reflexive_candidate", "func", "srflx behind the lab NAT"),
@@ -117,6 +123,8 @@ PINS: tuple[Pin, ...] = (
     Pin("aiortc.rtp", "AnyRtcpPacket", "const", "RTCP packet type"),
     Pin("aiortc.rtp", "RtcpSenderInfo", "class", "sender reports"),
     Pin("aiortc.rtp", "RtcpSrPacket", "class", "sender reports"),
+    Pin("aiortc.rtp", "RtcpPacket", "class", "parse received RTCP (BYE)"),
+    Pin("aiortc.rtp", "RtcpByePacket", "class", "a far end's BYE ends its media"),
     Pin("aiortc.codecs.opus", "OpusDecoder", "class", "decode received audio"),
     Pin("aiortc.jitterbuffer", "JitterFrame", "class", "decoder input"),
 )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+from agent.report.schema import Verdict, call_verdict
 from agent.scenario.loader import load_scenarios
 from agent.scenario.runner import ScenarioRunner
 from tests.support.report_schema import as_report, assert_matches_schema
@@ -28,7 +29,16 @@ async def test_every_builtin_scenario_passes() -> None:
     assert_matches_schema(as_report([call for result in results for call in result]))
     failures = []
     for scenario, (result, *_) in zip(scenarios, results, strict=True):
-        if not result["expectations"]["passed"] or result["error"]:
+        verdict = call_verdict(result)
+        # INCONCLUSIVE: every check that could be judged passed, and the one
+        # that could not says the agent itself stalled (this test runs all
+        # the calls at once on a shared machine: issue 10, a busy host must
+        # not fail healthy calls). Anything else not PASS is a failure.
+        unjudged = [
+            c for c in result["expectations"]["checks"] if c.get("inconclusive")
+        ]
+        assert all("agent stalled" in c["actual"] for c in unjudged), unjudged
+        if verdict is not Verdict.PASS and verdict is not Verdict.INCONCLUSIVE:
             failed = [
                 f"{c['name']}: expected {c['expected']}, got {c['actual']}"
                 for c in result["expectations"]["checks"]

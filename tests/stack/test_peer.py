@@ -98,6 +98,9 @@ class Recorder:
         if len(self.rtp) >= self.want_rtp:
             self.got_rtp.set()
 
+    def on_rtp_bye(self, ssrc: int) -> None:
+        self.changed.set()
+
 
 def clock() -> float:
     return time.monotonic() * 1000

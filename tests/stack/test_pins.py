@@ -57,7 +57,7 @@ def test_the_scan_catches_each_kind_of_unpinned_use(tmp_path: Path) -> None:
         "        return self._remote_candidates_end\n"
         "\n"
         "def poke(connection, protocol):\n"
-        "    protocol.connection_lost = print\n"
+        "    protocol.error_received = print\n"
         "    sdp.parameters_from_sdp\n"
         "    return connection._early_checks\n"
     )
@@ -67,7 +67,7 @@ def test_the_scan_catches_each_kind_of_unpinned_use(tmp_path: Path) -> None:
         "candidate_foundation": "imported from aioice.ice",
         "_check_periodic": "overrides a library method",
         "_remote_candidates_end": "library's private attribute on self",
-        "connection_lost": "replaces a library object's method",
+        "error_received": "replaces a library object's method",
         "parameters_from_sdp": "from module aiortc.sdp",
         "_early_checks": "private attribute of a library object",
     }
