@@ -8,6 +8,7 @@
     callagent steps                    list the scenario steps this build knows
     callagent call URL [--scenario F] [--token T] [--report R.json]   WHIP client
     callagent serve [--listen H:P] [--token T] [--report-dir D]       WHIP endpoint
+    callagent lab up SCENARIO | lab clean     the kernel network lab by hand
 
 Exit codes: 0 every expectation met, 1 some failed (or a call errored),
 2 bad input (the one-line message names file, line and field), 130 interrupted.
@@ -38,6 +39,7 @@ import agent
 from agent.call.calls import Call, CallConfig, LoopbackCall
 from agent.call.remote import WhipClientCall
 from agent.cli.interrupts import INTERRUPTS, Interrupts
+from agent.cli.lab import add_lab_parser, cmd_lab, lab_preflight
 from agent.cli.outputs import check_output_dir, check_output_file, output_path
 from agent.cli.serve import add_serve_parser, cmd_serve
 from agent.errors import AgentError, ScenarioError
@@ -121,9 +123,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quiet", action="store_true", help="no live progress, only the results table"
     )
+    run.add_argument(
+        "--lab",
+        choices=["kernel"],
+        help="run every call in a kernel network lab (namespaces, nftables NAT, "
+        "conntrack; needs root) instead of the files' network.lab",
+    )
 
     check = sub.add_parser("check", help="validate scenario files without running them")
     check.add_argument("scenarios", nargs="+", type=Path)
+    check.add_argument(
+        "--lab",
+        choices=["kernel"],
+        help="also check that the kernel lab can run them (refusals, root)",
+    )
+    add_lab_parser(sub)
 
     report = sub.add_parser("report", help="show a saved JSON report")
     report.add_argument("path", type=Path)
@@ -243,6 +257,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return asyncio.run(cmd_call(args, console))
     if args.command == "serve":
         return asyncio.run(cmd_serve(args, console, run_metadata))
+    if args.command == "lab":
+        return asyncio.run(cmd_lab(args, console))
     return EXIT_BAD_INPUT
 
 
@@ -264,6 +280,7 @@ def run_metadata(seed: int) -> dict[str, Any]:
 
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
+    lab_preflight(scenarios, args.lab)
     return await run_scenarios(args, console, scenarios)
 
 
@@ -311,6 +328,7 @@ async def run_scenarios(
         on_result=on_result,
         progress=progress,
         call_factory=call_factory,
+        lab=getattr(args, "lab", None),
     )
     meta = run_metadata(runner.seed)
     report.update(meta)
@@ -423,6 +441,7 @@ async def _refresh(live: Live, render: Any) -> None:
 
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
+    lab_preflight(scenarios, args.lab, here=False)
     for scenario in scenarios:
         console.print(
             f"ok  {scenario.name}: {len(scenario.steps)} steps, {scenario.duration:g} s"

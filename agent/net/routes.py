@@ -49,15 +49,20 @@ class UdpEndpoint:
         on_datagram: Callable[[UdpEndpoint, bytes, Address], None],
         *,
         port: int = 0,
+        sock: socket.socket | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._sock.setblocking(False)
-            self._sock.bind((address, port))
-        except OSError:
-            self._sock.close()
-            raise
+        if sock is not None:
+            # Already bound (a kernel lab opens it inside a namespace).
+            self._sock = sock
+        else:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self._sock.setblocking(False)
+                self._sock.bind((address, port))
+            except OSError:
+                self._sock.close()
+                raise
         host, bound_port = self._sock.getsockname()[:2]
         self.address: Address = (host, bound_port)
         self._on_datagram = on_datagram

@@ -59,11 +59,13 @@ from aioice.ice import CandidatePair, server_reflexive_candidate
 from aiortc import RTCIceGatherer
 
 from agent.stack.config import CONSENT_EXPIRY_S, CONSENT_INTERVAL_S
+from agent.stack.hostsockets import host_candidates
 from agent.stack.icenet import (
     Address,
     DatagramFilter,
     Delay,
     SideNet,
+    SocketFactory,
     SocketRoute,
     SocketTap,
     WireDirection,
@@ -176,6 +178,9 @@ class AgentIceConnection(aioice.Connection):
             return
         self._local_candidates_start = True
         for component in sorted(self._components):
+            if self.net.socket_factory is not None:
+                self._local_candidates += await host_candidates(self, component)
+                continue
             self._local_candidates += await self.get_component_candidates(
                 component=component, addresses=self.host_addresses
             )
@@ -474,6 +479,7 @@ __all__ = [
     "IceMux",
     "SelectedPair",
     "SideNet",
+    "SocketFactory",
     "SocketRoute",
     "SocketTap",
     "WireDirection",

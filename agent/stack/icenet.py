@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,6 +24,11 @@ class WireDirection(enum.StrEnum):
 
 
 Address = tuple[str, int]
+
+#: Opens the UDP socket of a host candidate on ``address`` (port 0, bound,
+#: non-blocking). The kernel lab (``agent/net/lab``) opens it inside a
+#: network namespace from a setns thread; the call's event loop then owns it.
+SocketFactory = Callable[[str], socket.socket]
 
 
 @dataclass(frozen=True)
@@ -68,7 +75,8 @@ class SideNet:
     registers each socket here (:attr:`taps`) and consults :attr:`filters` and
     :attr:`route` on every datagram, so changes apply at once to live sockets.
     ``stun_server`` is where a host learns its server-reflexive address (the NAT
-    lab's responder).
+    lab's responder). ``socket_factory`` (None: bind in this process's own
+    namespace) opens each host socket, for a side placed in a kernel lab.
     """
 
     def __init__(self) -> None:
@@ -76,6 +84,7 @@ class SideNet:
         self.route: SocketRoute | None = None
         self.stun_server: Address | None = None
         self.taps: list[SocketTap] = []
+        self.socket_factory: SocketFactory | None = None
 
     def live_taps(self) -> list[SocketTap]:
         self.taps = [t for t in self.taps if not t.closed]

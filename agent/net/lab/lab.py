@@ -21,7 +21,6 @@ from agent.net.lab.clean import remove_namespace
 from agent.net.lab.rules import NatRuleset, flow_limit_rules, nat_ruleset
 from agent.net.lab.topology import LabTopology, Role, new_run_id
 from agent.net.nat import NatBehavior
-from agent.net.network import NatConfig
 
 __all__ = ["KernelFault", "Lab"]
 
@@ -57,12 +56,26 @@ class Lab:
         index: int = 0,
         max_flows: int | None = None,
         seed: int = 0,
+        nat: bool = True,
     ) -> None:
-        # The scenario's NAT defaults live in one place (NatConfig).
-        self.behavior = behavior or NatConfig().behavior()
+        if behavior is None:
+            # The scenario's NAT defaults live in one place (NatConfig); a
+            # late import, since agent.net.network builds labs itself.
+            from agent.net.network import NatConfig
+
+            behavior = NatConfig().behavior()
+        self.behavior = behavior
         self.topology = LabTopology(run_id or new_run_id(), index)
+        #: False: the middle namespace only routes (a call with no NAT)
+        self.nat = nat
         #: the NAT rules for the behaviour (raises now if nftables cannot say it)
-        self.ruleset: NatRuleset = nat_ruleset(self.behavior, self.topology)
+        self.ruleset: NatRuleset = (
+            nat_ruleset(self.behavior, self.topology)
+            if nat
+            else NatRuleset(
+                self.behavior, "", (), ("no NAT: the middle namespace only routes",)
+            )
+        )
         if max_flows is not None:
             flow_limit_rules(max_flows)  # refuse a bad limit before building
         self.max_flows = max_flows
@@ -139,7 +152,8 @@ class Lab:
             if role is Role.NAT:
                 sysctls += [("net.ipv4.ip_forward", "1"), *self.ruleset.sysctls]
             await self.sysctl(role, sysctls)
-        await self.nft(Role.NAT, self.ruleset.nft)
+        if self.ruleset.nft:
+            await self.nft(Role.NAT, self.ruleset.nft)
         if self.max_flows is not None:
             await self.nft(Role.NAT, flow_limit_rules(self.max_flows))
         logger.info("lab %s up: %s", topo.run_id, ", ".join(self._created))
