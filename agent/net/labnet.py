@@ -49,6 +49,8 @@ class CallLab:
     shared_by: int = 1
     #: the kernel faults this call applied (a shared lab has everyone's)
     applied: list[KernelFault] = field(default_factory=list)
+    #: a side's new address after it moved (its next sockets bind there)
+    moved: dict[Side, str] = field(default_factory=dict)
     _undo: set[asyncio.Task[None]] = field(default_factory=set)
 
     # -- placement -----------------------------------------------------------
@@ -56,6 +58,8 @@ class CallLab:
         return Role.INSIDE if side == self.inside else Role.OUTSIDE
 
     def address(self, side: Side) -> str:
+        if side in self.moved:
+            return self.moved[side]
         topo = self.lab.topology
         return topo.inside_ip if side == self.inside else topo.outside_ip
 
@@ -81,6 +85,9 @@ class CallLab:
         namespace = self.lab.namespace(self.role(side))
 
         def open_socket(address: str) -> socket.socket:
+            # After a move the side gathers on its new address (a host
+            # gathers on the addresses it has now, not those it started with).
+            address = self.moved.get(side, address)
             return socket_in(namespace, socket.SOCK_DGRAM, (address, 0))
 
         return open_socket

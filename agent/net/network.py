@@ -218,11 +218,14 @@ class CallNetwork:
         if not isinstance(params, fault_class.Params):
             raise TypeError(f"{name} takes {fault_class.Params.__name__}")
         fault = fault_class()
+        # The kernel acts during the commands (conntrack, nft: tens to
+        # hundreds of ms): the fault starts when they start.
+        began_ms = self._clock_ms()
         action = await fault.kernel(self, self.lab, side, params)
         if action is None:
             self.apply(side, name, params)
             return "user"
-        self._kernel_started(fault, side, params, action)
+        self._kernel_started(fault, side, params, action, began_ms)
         return "kernel"
 
     def _kernel_started(
@@ -231,6 +234,7 @@ class CallNetwork:
         side: Side | None,
         params: FaultParams,
         action: KernelAction,
+        began_ms: float,
     ) -> None:
         lab = self.lab
         assert lab is not None
@@ -241,12 +245,18 @@ class CallNetwork:
         if action.duration is not None:
             detail["duration_ms"] = round(action.duration * 1000, 1)
         active = self.fault_started(
-            fault.kind, target, fault.cause(params), layer="kernel", **detail
+            fault.kind,
+            target,
+            fault.cause(params),
+            layer="kernel",
+            at_ms=began_ms,
+            **detail,
         )
-        active.kernel = list(action.applied)
         if action.ends == "instant":
+            # For good: the side moved (nothing is undone when it "ends").
             self.fault_ended(active, instant=True)
-        elif action.ends == "mapping":
+        active.kernel = list(action.applied)
+        if action.ends == "mapping":
             active.waits_for_mapping = True
             task = asyncio.get_running_loop().create_task(
                 self._watch_mapping(active, action.watch_ports, action.old_ports)
@@ -314,10 +324,12 @@ class CallNetwork:
         cause: str,
         *,
         layer: Literal["kernel", "user"] = "user",
+        at_ms: float | None = None,
         **detail: Any,
     ) -> ActiveFault:
         self._numbers += 1
-        fault = ActiveFault(self._numbers, kind, side, cause, self._clock_ms())
+        started = self._clock_ms() if at_ms is None else at_ms
+        fault = ActiveFault(self._numbers, kind, side, cause, started)
         fault.layer = layer
         self._faults[fault.number] = fault
         observer = self._observer(side)

@@ -152,9 +152,11 @@ class FaultHost(Protocol):
         cause: str,
         *,
         layer: Literal["kernel", "user"] = "user",
+        at_ms: float | None = None,
         **detail: Any,
     ) -> ActiveFault:
-        """Put ``fault_start`` on the timeline; the fault is active until ended."""
+        """Put ``fault_start`` on the timeline (at ``at_ms``, default now);
+        the fault is active until ended."""
         ...
 
     def fault_ended(

@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 _COMMON_SYSCTLS = (
     ("net.ipv6.conf.all.disable_ipv6", "1"),
     ("net.ipv6.conf.default.disable_ipv6", "1"),
+    # Removing an interface's primary address must not take the secondaries
+    # with it (net.address_change removes the old address, keeps the new).
+    ("net.ipv4.conf.all.promote_secondaries", "1"),
 )
 
 
@@ -88,6 +91,7 @@ class Lab:
         self.pinned_ports: dict[int, int] = {}
         self._created: list[str] = []
         self._fault_serial = 0
+        self._spare_host = 9
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -213,6 +217,18 @@ class Lab:
                 Role.OUTSIDE: self.topology.outside_ip,
             }[role]
         return shell.socket_in(self.namespace(role), kind, (address, port))
+
+    def spare_address(self, role: Role) -> tuple[str, str]:
+        """A new address for ``role``'s end (``(address, ifname)``), in its
+        link's /24 and never handed out before in this lab (a side that moves:
+        ``net.address_change``, ``net.path_change``)."""
+        self._spare_host += 1
+        if self._spare_host > 250:
+            raise NetworkLabError("no spare address left in the lab's /24")
+        link = self.topology.lan if role is Role.INSIDE else self.topology.wan
+        end = link.inner if link.inner.role is role else link.outer
+        prefix = end.address.rsplit(".", 1)[0]
+        return f"{prefix}.{self._spare_host}", end.ifname
 
     def next_fault_name(self, kind: str) -> str:
         self._fault_serial += 1
