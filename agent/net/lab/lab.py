@@ -148,6 +148,12 @@ class Lab:
             gateway = topo.default_routes.get(role)
             if gateway is not None:
                 lines.append(f"route add default via {gateway}")
+            if role is Role.OUTSIDE and self.nat:
+                # The internet does not route private addresses: a far end's
+                # checks to the inside's host candidate die here, as they
+                # would at its own edge, instead of reaching the NAT (and its
+                # state table) as new flows.
+                lines.append(f"route add unreachable {topo.lan.subnet}")
             await shell.run_checked(
                 ["ip", "-n", topo.namespace(role), "-batch", "-"],
                 input="\n".join(lines) + "\n",
