@@ -20,6 +20,7 @@ call is its own set of flows through the one NAT and its one state table.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import socket
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ from agent.net.filters import Direction as SideDirection
 from agent.net.lab import ConntrackEntry, Direction, Lab, Role, socket_in
 from agent.net.lab import faults as lab_faults
 from agent.net.lab.lab import KernelFault
+from agent.net.lab.rules import NAT_TABLE
+from agent.net.nat import Refresh
 from agent.observe.model import Side
 from agent.stack.icenet import Address, SideNet, SocketFactory
 
@@ -153,3 +156,36 @@ class CallLab:
             str(side): self.role(side).name.lower()
             for side in (Side.CALLER, Side.CALLEE)
         }
+
+    async def open_mappings(self, ports: list[int]) -> dict[int, float]:
+        """The inside side's public ports (of its sockets ``ports``) still
+        open to inbound, with the seconds each has left (0 when the kernel
+        does not say). Outbound-only refresh (REQ-6): the NAT's
+        ``alive`` set decides; otherwise the conntrack entry itself."""
+        lab = self.lab
+        entries = await lab_faults.conntrack_entries(lab)
+        public = {port for _, port in self.mapping_of(entries, ports)}
+        if lab.behavior.refresh is not Refresh.OUTBOUND:
+            return {
+                e.reply_dst[1]: float(e.timeout_s)
+                for e in entries
+                if e.reply_dst[1] in public
+            }
+        out = await lab.run_in(
+            Role.NAT, ["nft", "-j", "list", "set", "ip", NAT_TABLE, "alive"]
+        )
+        alive: dict[int, float] = {}
+        for item in json.loads(out).get("nftables", []):
+            for element in item.get("set", {}).get("elem", []):
+                value = (
+                    element.get("elem", element)
+                    if isinstance(element, dict)
+                    else element
+                )
+                if isinstance(value, dict):
+                    port, left = value.get("val"), value.get("expires", 0)
+                else:
+                    port, left = value, 0
+                if isinstance(port, int) and port in public:
+                    alive[port] = float(left)
+        return alive

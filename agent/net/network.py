@@ -67,6 +67,8 @@ logger = logging.getLogger(__name__)
 #: for how long at most (then it ends as "no new mapping").
 MAPPING_POLL_S = 0.2
 MAPPING_WATCH_S = 60.0
+#: How often the kernel NAT's mappings are looked at for timeouts.
+TIMEOUT_POLL_S = 0.5
 
 
 class NatConfig(BaseModel):
@@ -149,6 +151,67 @@ class CallNetwork:
         if config is not None and config.side in self.sides and self.stun is None:
             self.stun = StunResponder("", sock=lab.stun_socket())
             self.sides[config.side].stun_server = self.stun.address
+            if lab.owned:
+                # A shared lab's calls would poll one table 40 times over.
+                task = asyncio.get_running_loop().create_task(
+                    self._watch_timeouts(config)
+                )
+                self._watches.add(task)
+                task.add_done_callback(self._watches.discard)
+
+    async def _watch_timeouts(self, config: NatConfig) -> None:
+        """The kernel NAT's own mapping timeouts, as faults (cause
+        ``nat_timeout``) like the user-space NAT reports them: one starts when
+        every mapping of the inside side's sockets has closed (REQ-6: no
+        outbound packet within the lifetime), and ends when one is open again.
+        Polled, so the start is placed where the last look said it would
+        expire; NAT faults a step started are left to their own ending."""
+        lab = self.lab
+        assert lab is not None
+        net = self.sides[config.side]
+        was_open: dict[int, float] = {}
+        seen_at = 0.0
+        timeout: ActiveFault | None = None
+        while True:
+            await asyncio.sleep(TIMEOUT_POLL_S)
+            ports = lab.ports(net)
+            if not ports or any(
+                f.waits_for_mapping and f.kind != "nat_timeout"
+                for f in self._faults.values()
+            ):
+                was_open = {}
+                continue
+            try:
+                now_open = await lab.open_mappings(ports)
+            except Exception as exc:  # a failed look: look again
+                logger.debug("lab: mapping poll failed: %s", exc)
+                continue
+            now = self._clock_ms()
+            if timeout is None and was_open and not now_open:
+                expiry = seen_at + 1000 * max(was_open.values())
+                timeout = self.fault_started(
+                    "nat_timeout",
+                    config.side,
+                    "nat_timeout",
+                    layer="kernel",
+                    at_ms=min(now, max(seen_at, expiry)),
+                    mappings=[
+                        f"{lab.lab.topology.public_ip}:{p}" for p in sorted(was_open)
+                    ],
+                    udp_timeout_ms=round(config.udp_timeout * 1000, 1),
+                )
+                timeout.waits_for_mapping = True
+            elif timeout is not None and now_open:
+                self.fault_ended(
+                    timeout,
+                    new_mapping=[
+                        f"{lab.lab.topology.public_ip}:{p}" for p in sorted(now_open)
+                    ],
+                )
+                timeout = None
+            if timeout is not None and timeout.number not in self._faults:
+                timeout = None  # ended by the call's end
+            was_open, seen_at = now_open, now
 
     def start(self) -> None:
         """Build the NAT and its STUN server (before the first gathering)."""

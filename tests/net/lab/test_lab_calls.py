@@ -125,3 +125,45 @@ async def test_nat_rebind_in_the_kernel_changes_the_public_port_on_the_wire(
     inside = {sport for src, sport, _, _ in _packets(lan) if src == "198.18.0.2"}
     assert inside == {inside_port}
     assert nat_ns not in await list_namespaces()
+
+
+async def test_firewall_overflow_new_flows_fail_established_calls_keep_media() -> None:
+    (scenario,) = load_scenarios([SCENARIOS / "firewall_overflow.yaml"])
+    runner = ScenarioRunner(seed=11, lab_run_id="tfull")
+    lab = runner.new_lab(scenario, seed=0)
+    await lab.build()
+    try:
+        calls = [
+            asyncio.create_task(runner.run_call(scenario, index, shared=lab))
+            for index in range(scenario.calls)
+        ]
+
+        async def all_connected() -> None:
+            while sum(
+                p.state == "connected" for p in runner.progress.calls.values()
+            ) < scenario.calls:
+                await asyncio.sleep(0.1)
+
+        await asyncio.wait_for(all_connected(), timeout=60)
+        # The table is full now: a 41st call through the same NAT is all new
+        # flows, and never connects.
+        late_scenario = scenario.model_copy(update={"name": "late-call", "steps": ()})
+        late = await runner.run_call(late_scenario, scenario.calls, shared=lab)
+        results = await asyncio.wait_for(asyncio.gather(*calls), timeout=120)
+    finally:
+        await lab.teardown()
+    assert not late["connected"] and "not connected" in late["error"]
+    assert late["lab"]["flow_limit"] == 80 and late["lab"]["shared_by"] == 40
+    for call in results:
+        assert call["connected"] and call["error"] is None, call["id"]
+        (restart,) = [
+            e
+            for e in call["events"]
+            if e["type"] == "ice_restart" and e["side"] == "caller"
+        ]
+        assert restart["detail"]["outcome"] == "failed", call["id"]
+        for direction in ("caller_to_callee", "callee_to_caller"):
+            media = call["media"][direction]
+            assert media["packets_lost"] == 0, (call["id"], direction)
+            assert media["packets_received"] > 0.9 * media["packets_sent"]
+    assert_matches_schema(as_report([*results, late]))
