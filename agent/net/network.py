@@ -125,6 +125,10 @@ class CallNetwork:
         #: the call's place in a kernel lab (None: user space only)
         self.lab = lab
         self._watches: set[asyncio.Task[None]] = set()
+        #: bumped around every kernel fault action: a timeout poll that
+        #: overlapped one saw the fault's doing, not an expiry
+        self._kernel_epoch = 0
+        self._kernel_busy = 0
         self.nat_config = nat
         self.sides = dict(sides)
         self._observers = observers
@@ -175,16 +179,22 @@ class CallNetwork:
         while True:
             await asyncio.sleep(TIMEOUT_POLL_S)
             ports = lab.ports(net)
-            if not ports or any(
-                f.waits_for_mapping and f.kind != "nat_timeout"
-                for f in self._faults.values()
-            ):
-                was_open = {}
-                continue
+            epoch = self._kernel_epoch
             try:
-                now_open = await lab.open_mappings(ports)
+                now_open = await lab.open_mappings(ports) if ports else {}
             except Exception as exc:  # a failed look: look again
                 logger.debug("lab: mapping poll failed: %s", exc)
+                continue
+            if (
+                not ports
+                or self._kernel_busy
+                or epoch != self._kernel_epoch
+                or any(
+                    f.waits_for_mapping and f.kind != "nat_timeout"
+                    for f in self._faults.values()
+                )
+            ):
+                was_open = {}  # a step's NAT fault is at work: not an expiry
                 continue
             now = self._clock_ms()
             if timeout is None and was_open and not now_open:
@@ -284,7 +294,12 @@ class CallNetwork:
         # The kernel acts during the commands (conntrack, nft: tens to
         # hundreds of ms): the fault starts when they start.
         began_ms = self._clock_ms()
-        action = await fault.kernel(self, self.lab, side, params)
+        self._kernel_busy += 1
+        try:
+            action = await fault.kernel(self, self.lab, side, params)
+        finally:
+            self._kernel_busy -= 1
+            self._kernel_epoch += 1
         if action is None:
             self.apply(side, name, params)
             return "user"

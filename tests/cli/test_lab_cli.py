@@ -73,7 +73,10 @@ def test_check_refuses_a_nat_nftables_cannot_express_in_one_line(
 def test_check_with_lab_kernel_refuses_a_user_space_file_it_cannot_run(
     tmp_path: Path,
 ) -> None:
-    nat = "network: {nat: {side: caller, type: symmetric, filtering: endpoint_independent}}\n"
+    nat = (
+        "network: {nat: {side: caller, type: symmetric,"
+        " filtering: endpoint_independent}}\n"
+    )
     path = write(tmp_path, "apdm-eif", nat)
     assert callagent("check", str(path)).returncode == 0
     result = callagent("check", "--lab", "kernel", str(path))
@@ -118,7 +121,9 @@ def test_lab_clean_removes_lab_namespaces_and_nothing_else() -> None:
         assert "no lab namespace left behind" in again.stdout
     finally:
         for name in (ours, other):
-            subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+            subprocess.run(
+                ["ip", "netns", "del", name], check=False, capture_output=True
+            )
 
 
 @pytest.mark.netns

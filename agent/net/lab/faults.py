@@ -389,17 +389,25 @@ async def add_address(lab: Lab, role: Role, cidr: str, ifname: str) -> KernelFau
 
 
 async def source_nat(lab: Lab, role: Role, old: str, new: str) -> KernelFault:
-    """Packets from ``old`` leave ``role``'s namespace from ``new`` (an
-    ``snat`` there): a route change with a new preferred source, for sockets
-    bound to ``old`` — which still receives (what was sent to ``old`` is not
-    a reply to the new flows, so it is delivered as before)."""
+    """Packets from ``old`` leave ``role``'s namespace from ``new``, and what
+    comes back to ``new`` reaches ``old``'s sockets: a route change with a new
+    preferred source, for sockets bound to ``old``. ``old`` still receives.
+
+    Stateless (``notrack`` + payload rewrite at raw priority, checksums fixed
+    by nft), on purpose: with conntrack NAT, a far end still sending to
+    ``old`` would clash with the rewritten flow's reply tuple and conntrack
+    would rewrite *its* source port — a port change no route change makes."""
     table = lab.next_fault_name("path")
     await lab.nft(
         role,
         f"table ip {table} {{\n"
-        "  chain post {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f"    ip saddr {old} snat to {new}\n"
+        "  chain out {\n"
+        "    type filter hook output priority raw; policy accept;\n"
+        f"    ip saddr {old} notrack ip saddr set {new}\n"
+        "  }\n"
+        "  chain in {\n"
+        "    type filter hook prerouting priority raw; policy accept;\n"
+        f"    ip daddr {new} notrack ip daddr set {old}\n"
         "  }\n}\n",
     )
     undo = [(lab.namespace(role), ["nft", "delete", "table", "ip", table])]
@@ -407,7 +415,7 @@ async def source_nat(lab: Lab, role: Role, old: str, new: str) -> KernelFault:
         lab,
         KernelFault(
             "net.source_nat",
-            {"namespace": role.value, "from": old, "to": new},
+            {"namespace": role.value, "from": old, "to": new, "stateless": True},
             undo,
         ),
     )

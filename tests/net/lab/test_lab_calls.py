@@ -33,8 +33,11 @@ _PACKET = re.compile(r" IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(
 
 
 async def _until_namespace(name: str, timeout: float = 20.0) -> None:
+    # Polled: the namespace is made by a subprocess (ip netns add).
     async with asyncio.timeout(timeout):
-        while name not in await list_namespaces():
+        while True:
+            if name in await list_namespaces():
+                return
             await asyncio.sleep(0.05)
 
 
@@ -139,9 +142,11 @@ async def test_firewall_overflow_new_flows_fail_established_calls_keep_media() -
         ]
 
         async def all_connected() -> None:
-            while sum(
-                p.state == "connected" for p in runner.progress.calls.values()
-            ) < scenario.calls:
+            # The runner's progress is the only view of "connected" here.
+            progress = runner.progress.calls.values()
+            while True:
+                if sum(p.state == "connected" for p in progress) == scenario.calls:
+                    return
                 await asyncio.sleep(0.1)
 
         await asyncio.wait_for(all_connected(), timeout=60)
