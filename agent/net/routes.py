@@ -116,7 +116,12 @@ class RelayRoute:
     def endpoint(self, tap: SocketTap) -> UdpEndpoint:
         entry = self._endpoints.get(id(tap))
         if entry is None or entry[0] is not tap:
-            endpoint = UdpEndpoint(self.address or tap.local[0], self._inbound)
+            address = self.address or tap.local[0]
+            # In a kernel lab the relay socket is opened in the side's own
+            # namespace, like its ICE sockets (user space inside the lab).
+            factory = tap.connection.net.socket_factory
+            sock = None if factory is None else factory(address)
+            endpoint = UdpEndpoint(address, self._inbound, sock=sock)
             entry = self._endpoints[id(tap)] = (tap, endpoint)
             logger.info("%s: %s now sends from %s", self, tap.local, endpoint.address)
         return entry[1]

@@ -32,11 +32,17 @@ SCENARIOS = Path(__file__).resolve().parents[3] / "scenarios"
 _PACKET = re.compile(r" IP (\d+\.\d+\.\d+\.\d+)\.(\d+) > (\d+\.\d+\.\d+\.\d+)\.(\d+):")
 
 
-async def _until_namespace(name: str, timeout: float = 20.0) -> None:
-    # Polled: the namespace is made by a subprocess (ip netns add).
+async def _until_nat_is_up(namespace: str, timeout: float = 20.0) -> None:
+    """The NAT's ruleset is loaded last when a lab is built: once it lists,
+    the links are up. Polled: the lab is built by other processes."""
     async with asyncio.timeout(timeout):
         while True:
-            if name in await list_namespaces():
+            proc = await asyncio.create_subprocess_exec(
+                "ip", "netns", "exec", namespace, "nft", "list", "table", "ip", "calab",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            if await proc.wait() == 0:
                 return
             await asyncio.sleep(0.05)
 
@@ -96,8 +102,7 @@ async def test_nat_rebind_in_the_kernel_changes_the_public_port_on_the_wire(
     nat_ns = "ca-tcaprebind-0-nat"
     run = asyncio.create_task(runner.run([scenario]))
     try:
-        await _until_namespace(nat_ns)
-        # The NAT's ruleset is loaded last: capture from when the lab is up.
+        await _until_nat_is_up(nat_ns)
         wan, lan = tmp_path / "wan.pcap", tmp_path / "lan.pcap"
         async with _capture(nat_ns, "wan0", wan), _capture(nat_ns, "lan0", lan):
             (call,) = await asyncio.wait_for(run, timeout=60)
