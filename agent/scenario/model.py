@@ -393,7 +393,7 @@ class Scenario(Section):
         errors: list[InitErrorDetails] = []
         if network.lab == "user":
             for key in ("shared", "max_flows"):
-                if key in network.model_fields_set:
+                if getattr(network, key) not in (False, None):
                     errors.append(
                         located_error(
                             ("network", key),

@@ -20,7 +20,7 @@ from agent.net.lab import shell
 from agent.net.lab.clean import remove_namespace
 from agent.net.lab.rules import NatRuleset, flow_limit_rules, nat_ruleset
 from agent.net.lab.topology import LabTopology, Role, new_run_id
-from agent.net.nat import NatBehavior
+from agent.net.nat import NAT_TYPES, NatBehavior, Refresh
 
 __all__ = ["KernelFault", "Lab"]
 
@@ -33,6 +33,14 @@ _COMMON_SYSCTLS = (
     # Removing an interface's primary address must not take the secondaries
     # with it (net.address_change removes the old address, keeps the new).
     ("net.ipv4.conf.all.promote_secondaries", "1"),
+)
+
+
+#: NatConfig's defaults (a port-restricted cone, 30 s, outbound refresh),
+#: for a lab built without a scenario; agent.net.network cannot be imported
+#: here (it builds labs), so tests/net/lab/test_lab_plan.py checks they agree.
+DEFAULT_BEHAVIOR = NatBehavior(
+    *NAT_TYPES["port_restricted_cone"], lifetime_s=30.0, refresh=Refresh.OUTBOUND
 )
 
 
@@ -61,13 +69,7 @@ class Lab:
         seed: int = 0,
         nat: bool = True,
     ) -> None:
-        if behavior is None:
-            # The scenario's NAT defaults live in one place (NatConfig); a
-            # late import, since agent.net.network builds labs itself.
-            from agent.net.network import NatConfig
-
-            behavior = NatConfig().behavior()
-        self.behavior = behavior
+        self.behavior = behavior or DEFAULT_BEHAVIOR
         self.topology = LabTopology(run_id or new_run_id(), index)
         #: False: the middle namespace only routes (a call with no NAT)
         self.nat = nat

@@ -8,7 +8,9 @@ import pytest
 from agent.errors import ScenarioError
 from agent.net.filters import Direction as SideDirection
 from agent.net.lab import Direction, Lab, Role
+from agent.net.lab.lab import DEFAULT_BEHAVIOR
 from agent.net.labnet import CallLab
+from agent.net.network import NatConfig
 from agent.observe.model import Side
 from agent.scenario.loader import parse_scenario
 from agent.scenario.runner import ScenarioRunner
@@ -90,3 +92,7 @@ def test_host_candidates_on_lab_sockets_are_rfc_8445_host_candidates() -> None:
     assert host_foundation("198.18.0.2") == host_foundation("198.18.0.2")
     assert host_foundation("198.18.0.2") != host_foundation("198.18.0.10")
     assert len(host_foundation("198.18.0.2")) <= 32
+
+
+def test_a_lab_without_a_scenario_has_the_scenario_nat_defaults() -> None:
+    assert DEFAULT_BEHAVIOR == NatConfig().behavior()
