@@ -40,7 +40,9 @@ async def host_candidates(connection: Any, component: int) -> list[Candidate]:
     loop = asyncio.get_running_loop()
     found: list[Candidate] = []
     for address in connection.host_addresses:
-        sock = factory(address)
+        # Off the loop: a lab factory starts and joins a setns thread, which
+        # under load takes long enough to stall every call's media.
+        sock = await asyncio.to_thread(factory, address)
         try:
             _, protocol = await loop.create_datagram_endpoint(
                 lambda: StunProtocol(connection), sock=sock

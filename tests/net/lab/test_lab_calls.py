@@ -155,15 +155,16 @@ async def test_firewall_overflow_new_flows_fail_established_calls_keep_media() -
                 await asyncio.sleep(0.1)
 
         await asyncio.wait_for(all_connected(), timeout=60)
-        # The table is full now: a 41st call through the same NAT is all new
-        # flows, and never connects.
+        # The table is full now: one more call through the same NAT is all
+        # new flows, and never connects.
         late_scenario = scenario.model_copy(update={"name": "late-call", "steps": ()})
         late = await runner.run_call(late_scenario, scenario.calls, shared=lab)
         results = await asyncio.wait_for(asyncio.gather(*calls), timeout=120)
     finally:
         await lab.teardown()
     assert not late["connected"] and "not connected" in late["error"]
-    assert late["lab"]["flow_limit"] == 80 and late["lab"]["shared_by"] == 40
+    assert late["lab"]["flow_limit"] == 2 * scenario.calls
+    assert late["lab"]["shared_by"] == scenario.calls
     for call in results:
         assert call["connected"] and call["error"] is None, call["id"]
         (restart,) = [
