@@ -26,8 +26,10 @@ from typing import Any
 
 from pydantic import JsonValue
 
+from agent.call.labentry import lab_entry
 from agent.errors import AgentError, CallError
 from agent.net.faults import FaultParams
+from agent.net.labnet import CallLab
 from agent.net.network import CallNetwork, NatConfig
 from agent.observe.correlate import AGENT_STALL, build_timeline
 from agent.observe.events import PairInfo, StepDetail, StepEvent
@@ -141,6 +143,8 @@ class CallConfig:
     seed: int = 0
     #: one side behind a user-space NAT (None: no NAT)
     nat: NatConfig | None = None
+    #: the call's place in a kernel lab (None: user space, the default)
+    lab: CallLab | None = None
 
 
 class CallClock:
@@ -185,6 +189,11 @@ class Call:
                     rng=random.Random(rng.getrandbits(64)),
                     # Its own, even when two calls share a template.
                     net=SideNet(),
+                    host_addresses=(
+                        sides[side].host_addresses
+                        if config.lab is None
+                        else [config.lab.address(side)]
+                    ),
                 ),
                 self.observers[side],
                 self.clock,
@@ -209,6 +218,7 @@ class Call:
             config.seed,
             self.local_side,
             self.clock,
+            lab=config.lab,
         )
 
     # -- lifecycle --------------------------------------------------------
@@ -273,7 +283,7 @@ class Call:
                 await asyncio.wait_for(peer.close(), timeout=5)
             except (TimeoutError, ConnectionError) as exc:
                 logger.warning("%s: close did not finish cleanly: %s", peer.name, exc)
-        self.network.close()
+        await self.network.aclose()
         for side, observer in self.observers.items():
             sender = self.peers[side].sender
             if sender is not None:
@@ -341,7 +351,7 @@ class Call:
     ) -> None:
         """Start the network fault registered as ``fault`` on ``side``'s
         sockets (``None``: on the call's NAT)."""
-        self.network.apply(side, fault, params)
+        await self.network.apply_fault(side, fault, params)
         await asyncio.sleep(0)
 
     def _agent_peer(self, side: Side) -> Peer:
@@ -488,6 +498,7 @@ class Call:
             sides=sides,
             media=media,
             events=timeline,
+            lab=None if self.config.lab is None else lab_entry(self.config.lab),
         )
 
 
@@ -512,6 +523,7 @@ class LoopbackCall(Call):
         # Renegotiations either side starts (ICE restarts) go to the other.
         caller.renegotiate = callee.accept_offer
         callee.renegotiate = caller.accept_offer
+        await self.network.start_lab()
         self.network.start()
         await self.prepare_media()
         try:

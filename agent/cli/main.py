@@ -10,6 +10,7 @@
     callagent steps                    list the scenario steps this build knows
     callagent call URL [--scenario F] [--token T] [--report R.json]   WHIP client
     callagent serve [--listen H:P] [--token T] [--report-dir D]       WHIP endpoint
+    callagent lab up SCENARIO | lab clean     the kernel network lab by hand
 
 Exit codes: 0 every expectation met, 1 some failed (or a call errored),
 3 none failed but the agent was too stalled to judge some (INCONCLUSIVE),
@@ -41,6 +42,7 @@ import agent
 from agent.call.calls import Call, CallConfig
 from agent.call.remote import WhipClientCall
 from agent.cli.interrupts import INTERRUPTS, Interrupts
+from agent.cli.lab import add_lab_parser, cmd_lab, lab_preflight
 from agent.cli.matrix import add_matrix_parser, add_target_options, cmd_matrix
 from agent.cli.outputs import check_output_dir, check_output_file, output_path
 from agent.cli.serve import add_serve_parser, cmd_serve
@@ -129,10 +131,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--quiet", action="store_true", help="no live progress, only the results table"
     )
     add_target_options(run)
+    run.add_argument(
+        "--lab",
+        choices=["kernel"],
+        help="run every call in a kernel network lab (namespaces, nftables NAT, "
+        "conntrack; needs root) instead of the files' network.lab",
+    )
 
     check = sub.add_parser("check", help="validate scenario files without running them")
     check.add_argument("scenarios", nargs="+", type=Path)
     add_target_options(check)
+    check.add_argument(
+        "--lab",
+        choices=["kernel"],
+        help="also check that the kernel lab can run them (refusals, root)",
+    )
+    add_lab_parser(sub)
 
     report = sub.add_parser("report", help="show a saved JSON report")
     report.add_argument("path", type=Path)
@@ -259,6 +273,8 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return asyncio.run(cmd_serve(args, console, run_metadata))
     if args.command == "matrix":
         return asyncio.run(cmd_matrix(args, console, run_scenarios))
+    if args.command == "lab":
+        return asyncio.run(cmd_lab(args, console))
     return EXIT_BAD_INPUT
 
 
@@ -281,6 +297,7 @@ def run_metadata(seed: int) -> dict[str, Any]:
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)  # before any call (exit 2)
+    lab_preflight(scenarios, args.lab)
     return await run_scenarios(args, console, scenarios)
 
 
@@ -332,6 +349,7 @@ async def run_scenarios(
         call_factory=call_factory,
         target=getattr(args, "target", None),
         token=getattr(args, "token", None),
+        lab=getattr(args, "lab", None),
     )
     meta = run_metadata(runner.seed)
     report.update(meta)
@@ -457,6 +475,7 @@ async def _refresh(live: Live, render: Any) -> None:
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)
+    lab_preflight(scenarios, args.lab, here=False)
     for scenario in scenarios:
         console.print(
             f"ok  {scenario.name}: {len(scenario.steps)} steps, {scenario.duration:g} s"

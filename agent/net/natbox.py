@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
 
 from aioice import stun
@@ -152,8 +153,10 @@ class UserSpaceNat:
 class StunResponder:
     """A STUN server on loopback that answers Binding requests (RFC 8489)."""
 
-    def __init__(self, address: str, port: int = 0) -> None:
-        self._endpoint = UdpEndpoint(address, self._datagram, port=port)
+    def __init__(
+        self, address: str, port: int = 0, *, sock: socket.socket | None = None
+    ) -> None:
+        self._endpoint = UdpEndpoint(address, self._datagram, port=port, sock=sock)
         self.address: Address = self._endpoint.address
         self.answered = 0
 

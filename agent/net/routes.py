@@ -51,19 +51,24 @@ class UdpEndpoint:
         on_datagram: Callable[[UdpEndpoint, bytes, Address, float], None],
         *,
         port: int = 0,
+        sock: socket.socket | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
-        self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        try:
-            self._sock.setblocking(False)
-            # Kernel receive times (see agent.stack.icenet): what a route
-            # hands to an ICE socket arrived when the kernel says, not when
-            # a busy event loop got round to it.
-            self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-            self._sock.bind((address, port))
-        except OSError:
-            self._sock.close()
-            raise
+        if sock is not None:
+            # Already bound (a kernel lab opens it inside a namespace).
+            self._sock = sock
+        else:
+            self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                self._sock.setblocking(False)
+                self._sock.bind((address, port))
+            except OSError:
+                self._sock.close()
+                raise
+        # Kernel receive times (see agent.stack.icenet): what a route hands to
+        # an ICE socket arrived when the kernel says, not when a busy event
+        # loop got round to it.
+        self._sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
         host, bound_port = self._sock.getsockname()[:2]
         self.address: Address = (host, bound_port)
         self._on_datagram = on_datagram
@@ -122,7 +127,12 @@ class RelayRoute:
     def endpoint(self, tap: SocketTap) -> UdpEndpoint:
         entry = self._endpoints.get(id(tap))
         if entry is None or entry[0] is not tap:
-            endpoint = UdpEndpoint(self.address or tap.local[0], self._inbound)
+            address = self.address or tap.local[0]
+            # In a kernel lab the relay socket is opened in the side's own
+            # namespace, like its ICE sockets (user space inside the lab).
+            factory = tap.connection.net.socket_factory
+            sock = None if factory is None else factory(address)
+            endpoint = UdpEndpoint(address, self._inbound, sock=sock)
             entry = self._endpoints[id(tap)] = (tap, endpoint)
             logger.info("%s: %s now sends from %s", self, tap.local, endpoint.address)
         return entry[1]

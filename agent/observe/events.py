@@ -244,6 +244,9 @@ class FaultDetail:
     fault: str
     fault_id: int
     target: str
+    #: who applied it: the agent's own sockets (``user``) or the kernel lab
+    #: (``kernel``: nftables, conntrack, links, routes in a namespace)
+    layer: Literal["kernel", "user"] = "user"
     #: the kind's own parameters, merged into this object
     params: Params = flattened()
 

@@ -278,6 +278,58 @@ class ExpectationsEntry:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LabLinkEnd:
+    namespace: str
+    ifname: str
+    #: address/prefix
+    address: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabLink:
+    #: "lan" (inside - nat) or "wan" (nat - outside)
+    name: str
+    subnet: str
+    ends: list[LabLinkEnd]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabFaultEntry:
+    """A fault the kernel applied (nftables, conntrack, a link, a route)."""
+
+    kind: str
+    layer: Literal["kernel"]
+    active: bool
+    detail: Mapping[str, JsonValue]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabEntry:
+    """The kernel network lab a call ran in (``--lab kernel``)."""
+
+    run_id: str
+    index: int
+    #: role (inside, nat, outside) -> network namespace name
+    namespaces: dict[str, str]
+    links: list[LabLink]
+    #: the NAT's outside address: what the far end sees
+    public_ip: str
+    #: which agent side is in which namespace role
+    placement: dict[str, str]
+    #: false: no NAT in the scenario, the middle namespace only routes
+    nat: bool
+    #: the nftables ruleset in force in the nat namespace (``nft -f`` text)
+    nat_rules: str
+    #: the state-table limit (``ct count``), if any
+    flow_limit: int | None
+    #: calls sharing this lab (1: a lab of its own)
+    shared_by: int
+    notes: list[str]
+    #: the kernel faults this call applied, in order
+    faults: list[LabFaultEntry]
+
+
+@dataclass(frozen=True, kw_only=True)
 class CallEntry:
     """One call in ``calls`` (docs/report.md#call)."""
 
@@ -307,6 +359,8 @@ class CallEntry:
     #: how a served call ended
     ended_by: str | None = absent_if_none()
     expectations: ExpectationsEntry | None = absent_if_none()
+    #: the kernel lab the call ran in (absent: user space only)
+    lab: LabEntry | None = absent_if_none()
 
     def to_json(self) -> JsonObject:
         out: JsonObject = to_json(self)

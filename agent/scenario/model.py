@@ -56,7 +56,6 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails
 
-from agent.net.network import NatConfig
 from agent.observe.model import Side
 from agent.scenario.duration import (
     Duration,
@@ -89,6 +88,7 @@ from agent.scenario.fields import (
     raise_errors,
     unknown_key_errors,
 )
+from agent.scenario.network import NetworkSettings, kernel_refusal
 from agent.scenario.steps import RESERVED_KEYS, STEPS, Step
 from agent.scenario.steps_net import FILE_SYNTAX_CONTEXT, fault_of
 from agent.stack.peer import (
@@ -252,25 +252,6 @@ class PeersSettings(Section):
 # --- network ----------------------------------------------------------------
 
 
-class NetworkSettings(Section):
-    """The network between the peers (loopback calls)."""
-
-    #: one side behind a user-space NAT; declared once, in :mod:`agent.net.network`
-    nat: NatConfig | None = None
-
-    @field_validator("nat", mode="before")
-    @classmethod
-    def _nat_as_written(cls, value: Any) -> Any:
-        if not isinstance(value, Mapping):
-            return value  # None (no NAT), a NatConfig, or a type error below
-        raise_errors(
-            NatConfig.__name__,
-            unknown_key_errors(value, NatConfig.model_fields, "field"),
-        )
-        # Errors keep their locations: ('network', 'nat', 'udp_timeout').
-        return NatConfig.model_validate(value, context=FILE_SYNTAX_CONTEXT)
-
-
 # --- steps ------------------------------------------------------------------
 
 
@@ -388,6 +369,9 @@ class Scenario(Section):
     network: NetworkSettings = NetworkSettings()
     steps: tuple[StepSpec, ...] = ()
     expect: Expectations = Expectations()
+    #: in a kernel lab, these replace the same keys of ``expect`` (where the
+    #: physics differ: say why in the description)
+    expect_kernel: Expectations | None = None
     thresholds: ThresholdSettings = ThresholdSettings()
     #: the far end (``agent``, ``whip+http(s)://…``, ``browser:chromium``…);
     #: None: the built-in agent. ``--target`` overrides it (agent.targets).
@@ -429,6 +413,30 @@ class Scenario(Section):
             except TargetError as exc:
                 raise ValueError(str(exc)) from None
         return value
+
+    @model_validator(mode="after")
+    def _check_lab(self) -> Self:
+        network = self.network
+        errors: list[InitErrorDetails] = []
+        if network.lab == "user":
+            for key in ("shared", "max_flows"):
+                if getattr(network, key) not in (False, None):
+                    errors.append(
+                        located_error(
+                            ("network", key),
+                            "needs_kernel_lab",
+                            f"network.{key} needs network.lab: kernel",
+                            getattr(network, key),
+                        )
+                    )
+        else:
+            reason = kernel_refusal(network, self.calls)
+            if reason is not None:
+                errors.append(
+                    located_error(("network", "lab"), "kernel_lab", reason, "kernel")
+                )
+        raise_errors(type(self).__name__, errors)
+        return self
 
     @model_validator(mode="after")
     def _check_network_steps(self) -> Self:

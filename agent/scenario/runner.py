@@ -6,6 +6,13 @@ it connected (setup time is reported separately as ``setup_ms``). Steps run in
 order of ``at``; teardown always runs (``finally``), and every call — passed,
 failed, crashed or interrupted — produces its report entry, which is handed to
 ``on_result`` at once so the report on disk grows call by call.
+
+In a kernel lab (``network.lab: kernel`` or ``callagent run --lab kernel``)
+each call gets a lab of its own — index from a pool, so labs running at once
+never share addresses — built in the call's ``connect`` and removed in its
+``close``; with ``network.shared`` the runner builds one lab for all the
+scenario's calls around them (``finally``: removed whatever happened). The
+expectations are ``expect`` with ``expect_kernel``'s keys on top.
 """
 
 from __future__ import annotations
@@ -21,11 +28,16 @@ from typing import Any
 
 from agent.call.calls import Call, CallConfig
 from agent.errors import AgentError
+from agent.net.lab import Lab
+from agent.net.lab.topology import MAX_LABS, new_run_id
+from agent.net.labnet import CallLab
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings
 from agent.report.schema import call_verdict
 from agent.scenario.expect import check_expectations
+from agent.scenario.expectations import Expectations
 from agent.scenario.model import PeerSettings, Scenario, StepSpec
+from agent.scenario.network import LabMode
 from agent.scenario.steps import STEPS
 from agent.stack.peer import PeerConfig
 from agent.targets.calls import call_factory
@@ -140,7 +152,14 @@ class ScenarioRunner:
         call_factory: Callable[[CallConfig], Call] | None = None,
         target: Target | None = None,
         token: str | None = None,
+        lab: LabMode | None = None,
+        lab_run_id: str | None = None,
     ) -> None:
+        #: "kernel" overrides every file's network.lab (None: each file says)
+        self.lab = lab
+        #: in every lab namespace's name: ``callagent lab clean`` finds them
+        self.lab_run_id = lab_run_id or new_run_id()
+        self._free_labs = set(range(MAX_LABS))
         #: builds each call; a remote call (``callagent call``) plays one side.
         #: None: by target (``target``, else the scenario's ``target:``).
         self._call_factory = call_factory
@@ -156,6 +175,9 @@ class ScenarioRunner:
     async def run(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
         self.progress.total = sum(s.calls for s in scenarios)
         for scenario in scenarios:
+            if self.lab_mode(scenario) == "kernel" and scenario.network.shared:
+                await self._run_shared(scenario)
+                continue
             await asyncio.gather(
                 *(self.run_call(scenario, index) for index in range(scenario.calls))
             )
@@ -170,16 +192,84 @@ class ScenarioRunner:
             return self._call_factory
         return call_factory(self.target_of(scenario), token=self._token)
 
+    def lab_mode(self, scenario: Scenario) -> LabMode:
+        return self.lab or scenario.network.lab
+
+    def new_lab(self, scenario: Scenario, seed: int) -> Lab:
+        """A lab for ``scenario`` (not built yet), index from the pool."""
+        nat = scenario.network.nat
+        index = min(self._free_labs)
+        self._free_labs.discard(index)
+        return Lab(
+            None if nat is None else nat.behavior(),
+            run_id=self.lab_run_id,
+            index=index,
+            max_flows=scenario.network.max_flows,
+            seed=seed,
+            nat=nat is not None,
+        )
+
+    def _release(self, lab: Lab) -> None:
+        self._free_labs.add(lab.topology.index)
+
+    async def _run_shared(self, scenario: Scenario) -> None:
+        lab = self.new_lab(scenario, self.call_seed(scenario, -1))
+        try:
+            await lab.build()
+            await asyncio.gather(
+                *(
+                    self.run_call(scenario, index, shared=lab)
+                    for index in range(scenario.calls)
+                )
+            )
+        finally:
+            await asyncio.shield(lab.teardown())
+            self._release(lab)
+
+    def _place(
+        self, scenario: Scenario, seed: int, shared: Lab | None
+    ) -> CallLab | None:
+        if self.lab_mode(scenario) != "kernel":
+            return None
+        nat = scenario.network.nat
+        inside = Side.CALLER if nat is None else nat.side
+        if shared is not None:
+            return CallLab(shared, inside, owned=False, shared_by=scenario.calls)
+        return CallLab(self.new_lab(scenario, seed), inside)
+
+    def expectations(self, scenario: Scenario) -> Expectations:
+        """``expect``, with ``expect_kernel``'s keys on top in a kernel lab."""
+        override = scenario.expect_kernel
+        if self.lab_mode(scenario) != "kernel" or override is None:
+            return scenario.expect
+        return scenario.expect.model_copy(
+            update={k: getattr(override, k) for k in override.model_fields_set}
+        )
+
     def call_seed(self, scenario: Scenario, index: int) -> int:
         base = scenario.seed if scenario.seed is not None else self.seed
         return random.Random(f"{base}:{scenario.name}:{index}").randrange(1 << 31)
 
-    async def run_call(self, scenario: Scenario, index: int) -> dict[str, Any]:
+    async def run_call(
+        self, scenario: Scenario, index: int, *, shared: Lab | None = None
+    ) -> dict[str, Any]:
         call_id = f"{scenario.name}#{index + 1}"
         seed = self.call_seed(scenario, index)
         progress = CallProgress(call_id, scenario.name, total_s=scenario.duration)
         self.progress.calls[call_id] = progress
-        call = self.factory_for(scenario)(call_config(scenario, call_id, seed))
+        config = call_config(scenario, call_id, seed)
+        config.lab = self._place(scenario, seed, shared)
+        try:
+            return await self._run_call(scenario, config, progress)
+        finally:
+            if config.lab is not None and config.lab.owned:
+                self._release(config.lab.lab)
+
+    async def _run_call(
+        self, scenario: Scenario, config: CallConfig, progress: CallProgress
+    ) -> dict[str, Any]:
+        call_id = config.call_id
+        call = self.factory_for(scenario)(config)
         started = time.monotonic()
         final_state = "never_connected"
         interrupted = False
@@ -211,7 +301,7 @@ class ScenarioRunner:
             scenario_sha256=scenario_source(scenario).get("sha256"),
             steps=[step_summary(s) for s in scenario.steps],
         )
-        checks = check_expectations(scenario.expect, result)
+        checks = check_expectations(self.expectations(scenario), result)
         passed = all(c.passed for c in checks) and call.error is None
         result["expectations"] = {
             "passed": passed,

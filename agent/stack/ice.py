@@ -67,6 +67,7 @@ from aioice.ice import CandidatePair, server_reflexive_candidate
 from aiortc import RTCIceGatherer
 
 from agent.stack.config import CONSENT_EXPIRY_S, CONSENT_INTERVAL_S, IceProfile
+from agent.stack.hostsockets import host_candidates
 from agent.stack.ice_profile import (
     WEAK_RECEIVE_TIMEOUT_S,
     follows_far_end,
@@ -80,6 +81,7 @@ from agent.stack.icenet import (
     DatagramFilter,
     Delay,
     SideNet,
+    SocketFactory,
     SocketRoute,
     SocketTap,
     WireDirection,
@@ -199,6 +201,9 @@ class AgentIceConnection(aioice.Connection):
             return
         self._local_candidates_start = True
         for component in sorted(self._components):
+            if self.net.socket_factory is not None:
+                self._local_candidates += await host_candidates(self, component)
+                continue
             self._local_candidates += await self.get_component_candidates(
                 component=component, addresses=self.host_addresses
             )
@@ -489,6 +494,7 @@ __all__ = [
     "IceMux",
     "SelectedPair",
     "SideNet",
+    "SocketFactory",
     "SocketRoute",
     "SocketTap",
     "WireDirection",

@@ -89,6 +89,12 @@ def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
     return None
 
 
+#: Opens the UDP socket of a host candidate on ``address`` (port 0, bound,
+#: non-blocking). The kernel lab (``agent/net/lab``) opens it inside a
+#: network namespace from a setns thread; the call's event loop then owns it.
+SocketFactory = Callable[[str], socket.socket]
+
+
 @dataclass(frozen=True)
 class Delay:
     """A filter's verdict: the datagram passes, this many seconds late."""
@@ -133,7 +139,8 @@ class SideNet:
     registers each socket here (:attr:`taps`) and consults :attr:`filters` and
     :attr:`route` on every datagram, so changes apply at once to live sockets.
     ``stun_server`` is where a host learns its server-reflexive address (the NAT
-    lab's responder).
+    lab's responder). ``socket_factory`` (None: bind in this process's own
+    namespace) opens each host socket, for a side placed in a kernel lab.
     """
 
     def __init__(self) -> None:
@@ -141,6 +148,7 @@ class SideNet:
         self.route: SocketRoute | None = None
         self.stun_server: Address | None = None
         self.taps: list[SocketTap] = []
+        self.socket_factory: SocketFactory | None = None
         #: (ssrc, seq) -> arrival time (time.monotonic) of an RTP datagram
         self._rtp_arrivals: dict[tuple[int, int], float] = {}
 

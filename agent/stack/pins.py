@@ -91,6 +91,7 @@ PINS: tuple[Pin, ...] = (
     Pin(_STUN_PROTOCOL, "transport", "attr", "its send replaced: socket filter"),
     Pin(_STUN_PROTOCOL, "local_candidate", "attr", "base of a srflx candidate"),
     Pin("aioice.ice", "server_reflexive_candidate", "func", "srflx behind the lab NAT"),
+    Pin("aioice.ice", "StunProtocol", "class", "host sockets opened in a lab netns"),
     Pin("aioice", "stun", "module", "STUN messages, transaction errors"),
     Pin("aioice.stun", "TransactionError", "class", "a consent check unanswered"),
     Pin("aioice.stun", "Message", "class", "type of a received check"),

@@ -14,6 +14,16 @@ written once per family here and once for all in the :class:`FaultHost`
 * :class:`NatFault` — the call's user-space NAT loses state: ``act`` does it
   and returns the mappings that went; the fault lasts until the inside gets a
   new mapping.
+
+The layer: any fault may also declare a **kernel action** — ``kernel``, an
+async method beside its user-space one — for a call that runs in a kernel lab
+(``--lab kernel``, :mod:`agent.net.lab`). It applies the fault with
+nftables, conntrack, links or routes and returns a :class:`KernelAction`
+(what it did, and how the fault ends), or None when the kernel cannot do it
+there; the call's network (:class:`~agent.net.network.CallNetwork`) picks the
+layer — kernel when the call is in a lab and the fault has a kernel action,
+user space otherwise (delay and jitter always: no ``sch_netem`` here) — and
+every fault event says which one applied it (``layer``).
 """
 
 from __future__ import annotations
@@ -22,7 +32,7 @@ import abc
 import asyncio
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict
@@ -30,6 +40,8 @@ from pydantic import BaseModel, ConfigDict
 from agent.errors import CallError
 from agent.net.faults.params import CAUSE_PATTERN, Cause, Seconds, Seed
 from agent.net.filters import Direction
+from agent.net.lab.lab import KernelFault
+from agent.net.labnet import CallLab
 from agent.net.nat import NatMapping
 from agent.net.natbox import UserSpaceNat
 from agent.net.routes import RelayRoute
@@ -44,6 +56,7 @@ __all__ = [
     "FaultHost",
     "FaultParams",
     "FilterFault",
+    "KernelAction",
     "NatFault",
     "RouteFault",
     "SeededParams",
@@ -95,6 +108,26 @@ class ActiveFault:
     timer: asyncio.TimerHandle | None = None
     #: NAT faults end when the inside gets a new mapping
     waits_for_mapping: bool = False
+    #: who applied it: "user" (the agent's sockets) or "kernel" (the lab)
+    layer: Literal["kernel", "user"] = "user"
+    #: what the kernel did, undone when the fault ends (layer "kernel")
+    kernel: list[KernelFault] = field(default_factory=list)
+
+
+@dataclass
+class KernelAction:
+    """What a fault's kernel action did, and how the fault ends."""
+
+    applied: list[KernelFault]
+    #: the fault's parameters for its ``fault_start`` event
+    detail: dict[str, Any]
+    #: "timed": at ``duration`` (or the call's end), undone then;
+    #: "mapping": when the inside side's ``watch_ports`` get a public port
+    #: not in ``old_ports`` (a NAT fault); "instant": at once
+    ends: Literal["timed", "mapping", "instant"] = "timed"
+    duration: float | None = None
+    watch_ports: list[int] = field(default_factory=list)
+    old_ports: list[int] = field(default_factory=list)
 
 
 class FaultHost(Protocol):
@@ -113,9 +146,17 @@ class FaultHost(Protocol):
         ...
 
     def fault_started(
-        self, kind: str, side: Side, cause: str, **detail: Any
+        self,
+        kind: str,
+        side: Side,
+        cause: str,
+        *,
+        layer: Literal["kernel", "user"] = "user",
+        at_ms: float | None = None,
+        **detail: Any,
     ) -> ActiveFault:
-        """Put ``fault_start`` on the timeline; the fault is active until ended."""
+        """Put ``fault_start`` on the timeline (at ``at_ms``, default now);
+        the fault is active until ended."""
         ...
 
     def fault_ended(
@@ -164,6 +205,17 @@ class Fault(abc.ABC, Generic[P]):
     @abc.abstractmethod
     def start(self, host: FaultHost, side: Side | None, params: P) -> None:
         """Start the fault on ``host``; events and teardown go through it."""
+
+    async def kernel(
+        self, host: FaultHost, lab: CallLab, side: Side | None, params: P
+    ) -> KernelAction | None:
+        """Apply the fault in the call's kernel lab; None (the default): the
+        kernel cannot, user space applies it inside the lab."""
+        return None
+
+    @classmethod
+    def has_kernel_action(cls) -> bool:
+        return cls.kernel is not Fault.kernel
 
 
 class FilterFault(Fault[TimedP]):

@@ -4,8 +4,17 @@ from __future__ import annotations
 
 import random
 
-from agent.net.faults.base import DirectedParams, FilterFault, register
+from agent.net.faults.base import (
+    DirectedParams,
+    FaultHost,
+    FilterFault,
+    KernelAction,
+    register,
+)
 from agent.net.filters import Blackhole as BlackholeFilter
+from agent.net.lab import faults as lab_faults
+from agent.net.labnet import CallLab
+from agent.observe.model import Side
 
 
 @register
@@ -17,3 +26,19 @@ class Blackhole(FilterFault[DirectedParams]):
 
     def build(self, params: DirectedParams, rng: random.Random) -> BlackholeFilter:
         return BlackholeFilter(params.direction)
+
+    async def kernel(
+        self, host: FaultHost, lab: CallLab, side: Side | None, params: DirectedParams
+    ) -> KernelAction:
+        # nftables drop at the ingress of the side's own link: lost on the
+        # wire, after the sender's kernel (and the NAT's conntrack) saw it.
+        assert side is not None
+        link = lab.link(side)
+        fault = await lab_faults.blackhole(
+            lab.lab, link, lab.direction(side, params.direction)
+        )
+        return KernelAction(
+            [fault],
+            {"direction": str(params.direction), "link": link},
+            duration=params.duration,
+        )

@@ -37,11 +37,13 @@ __all__ = [
     "flush_conntrack",
     "limit_flows",
     "loss",
+    "path_mtu_blackhole",
     "rebind",
     "remove_address",
     "replace_route",
     "set_mtu",
     "set_udp_timeout",
+    "source_nat",
 ]
 
 logger = logging.getLogger(__name__)
@@ -310,6 +312,39 @@ async def set_mtu(lab: Lab, mtu: int, link: str = "wan") -> KernelFault:
     return _record(lab, fault)
 
 
+async def path_mtu_blackhole(lab: Lab, mtu: int, link: str = "wan") -> KernelFault:
+    """A path-MTU black hole (RFC 2923 §2.1): the router's end of ``link``
+    gets ``mtu`` and the router's ICMP fragmentation-needed is dropped. A DF
+    datagram too big for it, either way, vanishes without a word; the
+    senders' kernels never learn a smaller path MTU.
+
+    With the ICMP delivered instead (:func:`set_mtu` alone), Linux's default
+    for UDP (``IP_PMTUDISC_WANT``) caches the path MTU from it and fragments
+    the next big datagrams itself: only the first one is lost, and the
+    application is told nothing (no ``IP_RECVERR`` in aioice, so no
+    EMSGSIZE reaches the stack)."""
+    spec = lab.topology.link(link)
+    end = spec.inner if spec.inner.role is Role.NAT else spec.outer
+    old = await _mtu(lab, Role.NAT, end.ifname)
+    table = lab.next_fault_name("pmtu")
+    fault = KernelFault(
+        "net.mtu", {"link": spec.name, "mtu": mtu, "icmp_frag_needed": "dropped"}
+    )
+    nat = lab.namespace(Role.NAT)
+    await lab.nft(
+        Role.NAT,
+        f"table ip {table} {{\n"
+        "  chain out {\n"
+        "    type filter hook output priority filter; policy accept;\n"
+        "    icmp type destination-unreachable icmp code frag-needed drop\n"
+        "  }\n}\n",
+    )
+    fault.undo.append((nat, ["nft", "delete", "table", "ip", table]))
+    await lab.ip(Role.NAT, ["link", "set", "dev", end.ifname, "mtu", str(mtu)])
+    fault.undo.append((nat, ["ip", "link", "set", "dev", end.ifname, "mtu", str(old)]))
+    return _record(lab, fault)
+
+
 async def remove_address(lab: Lab, role: Role, cidr: str, ifname: str) -> KernelFault:
     """The address really disappears: sends from a socket bound to it fail
     (EADDRNOTAVAIL/EINVAL) and packets to it are not delivered. The kernel
@@ -349,6 +384,39 @@ async def add_address(lab: Lab, role: Role, cidr: str, ifname: str) -> KernelFau
         lab,
         KernelFault(
             "net.address_add", {"namespace": role.value, "address": cidr}, undo
+        ),
+    )
+
+
+async def source_nat(lab: Lab, role: Role, old: str, new: str) -> KernelFault:
+    """Packets from ``old`` leave ``role``'s namespace from ``new``, and what
+    comes back to ``new`` reaches ``old``'s sockets: a route change with a new
+    preferred source, for sockets bound to ``old``. ``old`` still receives.
+
+    Stateless (``notrack`` + payload rewrite at raw priority, checksums fixed
+    by nft), on purpose: with conntrack NAT, a far end still sending to
+    ``old`` would clash with the rewritten flow's reply tuple and conntrack
+    would rewrite *its* source port — a port change no route change makes."""
+    table = lab.next_fault_name("path")
+    await lab.nft(
+        role,
+        f"table ip {table} {{\n"
+        "  chain out {\n"
+        "    type filter hook output priority raw; policy accept;\n"
+        f"    ip saddr {old} notrack ip saddr set {new}\n"
+        "  }\n"
+        "  chain in {\n"
+        "    type filter hook prerouting priority raw; policy accept;\n"
+        f"    ip daddr {new} notrack ip daddr set {old}\n"
+        "  }\n}\n",
+    )
+    undo = [(lab.namespace(role), ["nft", "delete", "table", "ip", table])]
+    return _record(
+        lab,
+        KernelFault(
+            "net.source_nat",
+            {"namespace": role.value, "from": old, "to": new, "stateless": True},
+            undo,
         ),
     )
 

@@ -20,8 +20,7 @@ from agent.net.lab import shell
 from agent.net.lab.clean import remove_namespace
 from agent.net.lab.rules import NatRuleset, flow_limit_rules, nat_ruleset
 from agent.net.lab.topology import LabTopology, Role, new_run_id
-from agent.net.nat import NatBehavior
-from agent.net.network import NatConfig
+from agent.net.nat import NAT_TYPES, NatBehavior, Refresh
 
 __all__ = ["KernelFault", "Lab"]
 
@@ -31,6 +30,17 @@ logger = logging.getLogger(__name__)
 _COMMON_SYSCTLS = (
     ("net.ipv6.conf.all.disable_ipv6", "1"),
     ("net.ipv6.conf.default.disable_ipv6", "1"),
+    # Removing an interface's primary address must not take the secondaries
+    # with it (net.address_change removes the old address, keeps the new).
+    ("net.ipv4.conf.all.promote_secondaries", "1"),
+)
+
+
+#: NatConfig's defaults (a port-restricted cone, 30 s, outbound refresh),
+#: for a lab built without a scenario; agent.net.network cannot be imported
+#: here (it builds labs), so tests/net/lab/test_lab_plan.py checks they agree.
+DEFAULT_BEHAVIOR = NatBehavior(
+    *NAT_TYPES["port_restricted_cone"], lifetime_s=30.0, refresh=Refresh.OUTBOUND
 )
 
 
@@ -57,12 +67,20 @@ class Lab:
         index: int = 0,
         max_flows: int | None = None,
         seed: int = 0,
+        nat: bool = True,
     ) -> None:
-        # The scenario's NAT defaults live in one place (NatConfig).
-        self.behavior = behavior or NatConfig().behavior()
+        self.behavior = behavior or DEFAULT_BEHAVIOR
         self.topology = LabTopology(run_id or new_run_id(), index)
+        #: False: the middle namespace only routes (a call with no NAT)
+        self.nat = nat
         #: the NAT rules for the behaviour (raises now if nftables cannot say it)
-        self.ruleset: NatRuleset = nat_ruleset(self.behavior, self.topology)
+        self.ruleset: NatRuleset = (
+            nat_ruleset(self.behavior, self.topology)
+            if nat
+            else NatRuleset(
+                self.behavior, "", (), ("no NAT: the middle namespace only routes",)
+            )
+        )
         if max_flows is not None:
             flow_limit_rules(max_flows)  # refuse a bad limit before building
         self.max_flows = max_flows
@@ -75,6 +93,7 @@ class Lab:
         self.pinned_ports: dict[int, int] = {}
         self._created: list[str] = []
         self._fault_serial = 0
+        self._spare_host = 9
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -131,6 +150,12 @@ class Lab:
             gateway = topo.default_routes.get(role)
             if gateway is not None:
                 lines.append(f"route add default via {gateway}")
+            if role is Role.OUTSIDE and self.nat:
+                # The internet does not route private addresses: a far end's
+                # checks to the inside's host candidate die here, as they
+                # would at its own edge, instead of reaching the NAT (and its
+                # state table) as new flows.
+                lines.append(f"route add unreachable {topo.lan.subnet}")
             await shell.run_checked(
                 ["ip", "-n", topo.namespace(role), "-batch", "-"],
                 input="\n".join(lines) + "\n",
@@ -139,7 +164,8 @@ class Lab:
             if role is Role.NAT:
                 sysctls += [("net.ipv4.ip_forward", "1"), *self.ruleset.sysctls]
             await self.sysctl(role, sysctls)
-        await self.nft(Role.NAT, self.ruleset.nft)
+        if self.ruleset.nft:
+            await self.nft(Role.NAT, self.ruleset.nft)
         if self.max_flows is not None:
             await self.nft(Role.NAT, flow_limit_rules(self.max_flows))
         logger.info("lab %s up: %s", topo.run_id, ", ".join(self._created))
@@ -199,6 +225,18 @@ class Lab:
                 Role.OUTSIDE: self.topology.outside_ip,
             }[role]
         return shell.socket_in(self.namespace(role), kind, (address, port))
+
+    def spare_address(self, role: Role) -> tuple[str, str]:
+        """A new address for ``role``'s end (``(address, ifname)``), in its
+        link's /24 and never handed out before in this lab (a side that moves:
+        ``net.address_change``, ``net.path_change``)."""
+        self._spare_host += 1
+        if self._spare_host > 250:
+            raise NetworkLabError("no spare address left in the lab's /24")
+        link = self.topology.lan if role is Role.INSIDE else self.topology.wan
+        end = link.inner if link.inner.role is role else link.outer
+        prefix = end.address.rsplit(".", 1)[0]
+        return f"{prefix}.{self._spare_host}", end.ifname
 
     def next_fault_name(self, kind: str) -> str:
         self._fault_serial += 1
