@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,10 +38,22 @@ from rich.table import Table
 import agent
 from agent.call.calls import Call, CallConfig, LoopbackCall
 from agent.call.remote import WhipClientCall
+from agent.cli.fleet import add_fleet_parser, cmd_fleet
 from agent.cli.interrupts import INTERRUPTS, Interrupts
+from agent.cli.load import (
+    add_load_options,
+    add_merge_parser,
+    cmd_merge,
+    live_metrics,
+    lost_workers,
+    shards_entry,
+    worker_argv,
+)
 from agent.cli.outputs import check_output_dir, check_output_file, output_path
+from agent.cli.resources import ResourceSampler
 from agent.cli.serve import add_serve_parser, cmd_serve
-from agent.errors import AgentError, ScenarioError
+from agent.cli.workers import WorkerOutcome, WorkerStream, default_workers, run_workers
+from agent.errors import AgentError, ScenarioError, UsageError
 from agent.report.junit import junit_xml
 from agent.report.openmetrics import report_metrics_text
 from agent.report.schema import ReportError, Verdict, call_verdict, load_report
@@ -49,7 +62,13 @@ from agent.report.writer import ReportWriter, write_text_atomic
 from agent.scenario.fields import MAX_SEED
 from agent.scenario.loader import load_scenarios, parse_scenario
 from agent.scenario.model import Scenario
-from agent.scenario.runner import RunProgress, ScenarioRunner
+from agent.scenario.runner import (
+    WHOLE_RUN,
+    RunProgress,
+    ScenarioRunner,
+    Shard,
+    shard_plan,
+)
 from agent.scenario.steps import STEPS
 from agent.scenario.steps_net import fault_of, step_signature
 
@@ -121,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--quiet", action="store_true", help="no live progress, only the results table"
     )
+    add_load_options(run)
 
     check = sub.add_parser("check", help="validate scenario files without running them")
     check.add_argument("scenarios", nargs="+", type=Path)
@@ -165,6 +185,8 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument("--quiet", action="store_true", help="no live progress")
 
     add_serve_parser(sub)
+    add_merge_parser(sub)
+    add_fleet_parser(sub)
     return parser
 
 
@@ -243,14 +265,22 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return asyncio.run(cmd_call(args, console))
     if args.command == "serve":
         return asyncio.run(cmd_serve(args, console, run_metadata))
+    if args.command == "merge":
+        return cmd_merge(args, console)
+    if args.command == "fleet":
+        return cmd_fleet(args, console)
     return EXIT_BAD_INPUT
 
 
-def run_metadata(seed: int) -> dict[str, Any]:
+def new_run_id(seed: int) -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{seed:08x}"[-5:]
+
+
+def run_metadata(seed: int, run_id: str | None = None) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
         "tool": f"callagent {agent.__version__}",
-        "run_id": now.strftime("%Y%m%dT%H%M%SZ") + f"-{seed:08x}"[-5:],
+        "run_id": run_id or new_run_id(seed),
         "started_at": now.isoformat().replace("+00:00", "Z"),
         "seed": seed,
         "host": {
@@ -263,6 +293,10 @@ def run_metadata(seed: int) -> dict[str, Any]:
 
 
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if args.shard is not None and args.seed is None:
+        raise UsageError(
+            "--shard needs --seed: every shard must derive the same call seeds"
+        )
     scenarios = load_scenarios(args.scenarios)
     return await run_scenarios(args, console, scenarios)
 
@@ -301,8 +335,13 @@ async def run_scenarios(
         else:
             write_error.clear()  # the last write has everything
 
+    # ``call`` (WHIP client) has none of the load options.
+    stream = WorkerStream() if getattr(args, "worker_stream", False) else None
+
     def on_result(result: dict[str, Any]) -> None:
         report["calls"].append(result)
+        if stream is not None:
+            stream.call(result)
         if writer is not None:
             keep_writing(lambda: writer.add_call(result))
 
@@ -312,43 +351,102 @@ async def run_scenarios(
         progress=progress,
         call_factory=call_factory,
     )
-    meta = run_metadata(runner.seed)
+    shard: Shard | None = getattr(args, "shard", None)
+    workers = getattr(args, "workers", 1) or default_workers()
+    at_once = getattr(args, "scenarios_at_once", 1)
+    meta = run_metadata(runner.seed, getattr(args, "run_id", None))
+    if shard is not None and stream is None:
+        meta["shard"] = {"index": shard.index, "count": shard.count}
+    if workers > 1:
+        meta["workers"] = workers
     report.update(meta)
     if writer is not None:
         writer.begin(meta)
+    resources: list[dict[str, Any]] = []
+    sampler = ResourceSampler(
+        on_sample=resources.append if stream is None else stream.resource
+    )
+    outcomes: list[WorkerOutcome] = []
+
+    async def execute() -> None:
+        start_at = getattr(args, "start_at", None)
+        if start_at is not None and workers == 1:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+        if workers == 1:
+            await runner.run(
+                scenarios, shard=shard or WHOLE_RUN, scenarios_at_once=at_once
+            )
+            return
+        plan = shard_plan(scenarios, shard or WHOLE_RUN)
+        progress.total = sum(len(indices) for _, indices in plan)
+        outcomes[:] = [WorkerOutcome(i) for i in range(workers)]
+        await run_workers(
+            lambda i: worker_argv(args, i, workers, runner.seed, meta["run_id"]),
+            outcomes,
+            progress=progress,
+            on_call=on_result,
+            on_resource=resources.append,
+        )
 
     interrupted: str | None = None
     main_task = asyncio.current_task()
-    with _cancel_on_signals(main_task) as signals:
+    with (
+        _cancel_on_signals(main_task) as signals,
+        live_metrics(
+            getattr(args, "metrics_listen", None),
+            lambda: list(report["calls"]),
+            lambda: {**meta, "complete": False},
+            console,
+        ),
+    ):
         live = not args.quiet and console.is_terminal
         try:
-            with _progress_display(console, progress, enabled=live):
-                await runner.run(scenarios)
+            async with sampler.running():
+                if stream is not None:
+                    async with stream.reporting(progress):
+                        await execute()
+                else:
+                    with _progress_display(console, progress, enabled=live):
+                        await execute()
         except asyncio.CancelledError:
             interrupted = signals.received or "SIGINT"
             if main_task is not None:
                 main_task.uncancel()
+    signalled = interrupted
+    lost_calls = lost_workers(outcomes)
+    if lost_calls:
+        interrupted = f"{interrupted}; {lost_calls}" if interrupted else lost_calls
+    if stream is not None:
+        stream.end(interrupted)
+        return EXIT_INTERRUPTED if signalled else EXIT_OK
+    extra: dict[str, Any] = {"resources": resources}
+    if outcomes:
+        extra["shards"] = shards_entry(outcomes)
     if writer is not None:
+        for key, value in extra.items():
+            writer.set_field(key, value)
         keep_writing(lambda: writer.finish(interrupted=interrupted))
         report = writer.report
     else:
-        report.update(complete=interrupted is None, interrupted=interrupted)
+        report.update(extra, complete=interrupted is None, interrupted=interrupted)
     render_results(report, console)
     if args.junit:
         write_text_atomic(args.junit, junit_xml(report))
     if args.openmetrics:
         write_text_atomic(args.openmetrics, report_metrics_text(report))
     if args.report:
-        lost = " NOT written (see above)" if write_error else ""
-        console.print(f"report: {args.report}{lost}")
-    if interrupted:
+        unwritten = " NOT written (see above)" if write_error else ""
+        console.print(f"report: {args.report}{unwritten}")
+    if lost_calls:
+        print(f"callagent: {lost_calls}; the report is incomplete", file=sys.stderr)
+    if signalled:
         print(
             "callagent: interrupted; the report holds the calls that finished",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
     failed = [c for c in report["calls"] if call_verdict(c) is not Verdict.PASS]
-    return EXIT_FAILED if failed or write_error else EXIT_OK
+    return EXIT_FAILED if failed or write_error or lost_calls else EXIT_OK
 
 
 async def cmd_call(args: argparse.Namespace, console: Console) -> int:
