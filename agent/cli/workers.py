@@ -262,7 +262,7 @@ async def _read_worker(
         elif kind == "progress":
             outcome.progress = [CallProgress(*row) for row in value["calls"]]
         elif kind == "resource":
-            on_resource(value)
+            on_resource({**value, "worker": outcome.index})
         elif kind == "end":
             outcome.ended = True
             outcome.interrupted = value.get("interrupted")
