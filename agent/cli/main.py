@@ -41,6 +41,7 @@ from agent.call.remote import WhipClientCall
 from agent.cli.fleet import add_fleet_parser, cmd_fleet
 from agent.cli.interrupts import INTERRUPTS, Interrupts
 from agent.cli.load import (
+    SCENARIOS_PER_WORKER,
     add_load_options,
     add_merge_parser,
     cmd_merge,
@@ -353,7 +354,7 @@ async def run_scenarios(
     )
     shard: Shard | None = getattr(args, "shard", None)
     workers = getattr(args, "workers", 1) or default_workers()
-    at_once = getattr(args, "scenarios_at_once", 1)
+    at_once = getattr(args, "scenarios_at_once", 1) or SCENARIOS_PER_WORKER * workers
     meta = run_metadata(runner.seed, getattr(args, "run_id", None))
     if shard is not None and stream is None:
         meta["shard"] = {"index": shard.index, "count": shard.count}

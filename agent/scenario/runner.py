@@ -205,6 +205,9 @@ class ScenarioRunner:
                 await self._run_scenario(scenario, indices)
             return self.results
         slots = asyncio.Semaphore(scenarios_at_once or len(plan))
+        # Longest first into the slots: the run then ends about when its
+        # longest scenario does (shards and seeds do not depend on this order).
+        plan.sort(key=lambda item: item[0].duration, reverse=True)
 
         async def in_a_slot(scenario: Scenario, indices: list[int]) -> None:
             async with slots:

@@ -104,11 +104,13 @@ def test_workers_and_shards_plus_merge_run_the_calls_of_one_run(
         for i in range(2)
     ]
     for proc in shards:
-        assert proc.wait(timeout=120) == 0, proc.stderr.read() if proc.stderr else ""
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
 
     whole = load(tmp_path / "one.json")
     assert len(whole["calls"]) == 4 and "shards" not in whole
-    assert [s["worker"] for s in load(tmp_path / "w.json")["resources"]].count(0) >= 2
+    samples = load(tmp_path / "w.json")["resources"]
+    assert [s.get("worker") for s in samples].count(0) >= 2  # start and end
 
     merged_run = load(tmp_path / "w.json")
     assert call_set(merged_run) == call_set(whole)
