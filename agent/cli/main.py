@@ -354,6 +354,9 @@ async def run_scenarios(
     )
     shard: Shard | None = getattr(args, "shard", None)
     workers = getattr(args, "workers", 1) or default_workers()
+    calls = sum(len(i) for _, i in shard_plan(scenarios, shard or WHOLE_RUN))
+    # No idle processes: a one-call run stays in this one.
+    workers = max(1, min(workers, calls))
     at_once = getattr(args, "scenarios_at_once", 1) or SCENARIOS_PER_WORKER * workers
     meta = run_metadata(runner.seed, getattr(args, "run_id", None))
     if shard is not None and stream is None:
@@ -378,8 +381,7 @@ async def run_scenarios(
                 scenarios, shard=shard or WHOLE_RUN, scenarios_at_once=at_once
             )
             return
-        plan = shard_plan(scenarios, shard or WHOLE_RUN)
-        progress.total = sum(len(indices) for _, indices in plan)
+        progress.total = calls
         outcomes[:] = [WorkerOutcome(i) for i in range(workers)]
         await run_workers(
             lambda i: worker_argv(args, i, workers, runner.seed, meta["run_id"]),
