@@ -302,3 +302,55 @@ def test_merge_of_reports_of_different_runs_is_one_line_exit_2(tmp_path: Path) -
     proc = callagent("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
     assert proc.returncode == 2
     assert "seed 2 differs from 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_worker_that_dies_is_a_missing_shard_not_a_lost_run(
+    tmp_path: Path,
+) -> None:
+    file = write(tmp_path, "x", "duration: 8s\ncalls: 2\n")
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [
+            *CALLAGENT,
+            "run",
+            str(file),
+            "--workers",
+            "2",
+            "--quiet",
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(children) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            children = [int(pid) for pid in found.stdout.split()]
+        assert len(children) == 2, "the workers never started"
+        (worker0,) = [
+            pid
+            for pid in children
+            if b"--shard\x000/2" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(worker0, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    assert "worker 0 exited (-9) before reporting all its calls" in err
+    data = load(report)
+    assert data["complete"] is False and data["shards"]["missing"] == [0]
+    assert [call["id"] for call in data["calls"]] == ["x#2"]
