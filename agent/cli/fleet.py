@@ -45,6 +45,7 @@ from typing import Any
 from rich.console import Console
 
 from agent.cli.interrupts import INTERRUPTS
+from agent.cli.load import new_run_id, write_merged
 from agent.cli.outputs import output_path
 from agent.errors import UsageError
 from agent.report.merge import merge_reports
@@ -90,9 +91,6 @@ def _import_ray() -> Any:
 
 
 def cmd_fleet(args: argparse.Namespace, console: Console) -> int:
-    from agent.cli.load import write_merged
-    from agent.cli.main import new_run_id
-
     if not 1 <= args.shards <= 1024:
         raise UsageError(f"--shards must be from 1 to 1024, got {args.shards}")
     if args.seed is not None and not 0 <= args.seed <= MAX_SEED:

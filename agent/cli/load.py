@@ -18,6 +18,7 @@ import argparse
 import contextlib
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,7 @@ __all__ = [
     "add_merge_parser",
     "cmd_merge",
     "live_metrics",
+    "new_run_id",
     "per_worker_at_once",
     "shard_arg",
     "shards_entry",
@@ -55,6 +57,12 @@ __all__ = [
 #: the same cores at once); two per worker, longest first, finishes the suite
 #: in about the time of its longest scenario all the same (benchmarks/README.md).
 SCENARIOS_PER_WORKER = 2
+
+
+def new_run_id(seed: int) -> str:
+    """``20261123T121500Z-ab12``: the start time and the seed's last digits;
+    every shard of a fleet run is given the one id."""
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{seed:08x}"[-5:]
 
 
 def shard_arg(text: str) -> Shard:

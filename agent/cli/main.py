@@ -47,6 +47,7 @@ from agent.cli.load import (
     cmd_merge,
     live_metrics,
     lost_workers,
+    new_run_id,
     shards_entry,
     worker_argv,
 )
@@ -271,10 +272,6 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
     if args.command == "fleet":
         return cmd_fleet(args, console)
     return EXIT_BAD_INPUT
-
-
-def new_run_id(seed: int) -> str:
-    return datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ") + f"-{seed:08x}"[-5:]
 
 
 def run_metadata(seed: int, run_id: str | None = None) -> dict[str, Any]:

@@ -126,8 +126,8 @@ def test_a_suite_with_bad_files_lists_each_and_places_no_call(
             f"callagent: {bad_tag}:2: duration: cannot read 'soon' as a number "
             "(!!float)",
             f"callagent: {bad_key}:3: null: unknown field; expected one of: calls, "
-            "description, duration, expect, media, name, network, peers, seed, "
-            "steps, thresholds",
+            "description, duration, expect, media, name, network, peers, ramp, "
+            "seed, steps, thresholds",
         ]
         assert "a_good" not in proc.stdout
     assert not report.exists()  # nothing ran, so nothing was reported
