@@ -1,6 +1,6 @@
 """Call setup time and CPU per concurrent call: callagent vs plain aiortc.
 
-    python -m benchmarks.calls [--calls 1,10,30] [--seconds 10]
+    python -m benchmarks.calls [--calls 1,10,30] [--seconds 10] [--workers 1,2]
                                [--impl callagent,aiortc] [--json out.json]
 
 Every (implementation, concurrency) pair is measured in a fresh subprocess
@@ -23,6 +23,7 @@ import time
 from importlib import metadata
 from typing import Any
 
+from benchmarks.spread import combine, label, split
 from benchmarks.worker import (
     EXPECTED_PPS,
     IMPLS,
@@ -96,6 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(IMPLS),
         help="implementations, comma-separated (default callagent,aiortc)",
     )
+    parser.add_argument(
+        "--workers",
+        type=_positive_ints,
+        default=[1],
+        help="processes to spread each level over, comma-separated (default 1; "
+        "callagent run --workers uses one per core)",
+    )
     parser.add_argument("--json", metavar="PATH", help="also write all results as JSON")
     parser.add_argument(
         "--warmup",
@@ -160,32 +168,48 @@ def _parse_result(stdout: str) -> WorkerResult | None:
     return None
 
 
-def run_one(spec: WorkerSpec) -> WorkerResult:
-    """Run one worker process; a failure of any kind becomes a result row."""
-    timeout = spec.budget_s + PARENT_GRACE_S
+def run_one(spec: WorkerSpec, workers: int = 1) -> WorkerResult:
+    """Run one level in ``workers`` processes started together; a failure of
+    any kind becomes a result row."""
+    parts = split(spec, workers)
+    timeout = max(part.budget_s for part in parts) + PARENT_GRACE_S
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    try:
-        done = subprocess.run(
-            _worker_command(spec),
-            capture_output=True,
+    procs = [
+        subprocess.Popen(
+            _worker_command(part),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             env=env,
-            check=False,
         )
-    except subprocess.TimeoutExpired:
-        return WorkerResult(
-            spec.impl, spec.calls, fatal=f"killed after {timeout:.0f} s"
-        )
-    result = _parse_result(done.stdout)
-    if result is None:
-        tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
-        return WorkerResult(
-            spec.impl,
-            spec.calls,
-            fatal=f"worker exited {done.returncode} without a result: {tail}",
-        )
-    return result
+        for part in parts
+    ]
+    results = []
+    deadline = time.monotonic() + timeout
+    for part, proc in zip(parts, procs, strict=True):
+        try:
+            stdout, stderr = proc.communicate(
+                timeout=max(1.0, deadline - time.monotonic())
+            )
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            results.append(
+                WorkerResult(
+                    part.impl, part.calls, fatal=f"killed after {timeout:.0f} s"
+                )
+            )
+            continue
+        result = _parse_result(stdout)
+        if result is None:
+            tail = (stderr.strip().splitlines() or ["no output"])[-1]
+            result = WorkerResult(
+                part.impl,
+                part.calls,
+                fatal=f"worker exited {proc.returncode} without a result: {tail}",
+            )
+        results.append(result)
+    return combine(label(spec.impl, len(parts)), results)
 
 
 # -- report ---------------------------------------------------------------------
@@ -216,7 +240,7 @@ def _note(result: WorkerResult) -> str:
 
 
 COLUMNS = (
-    ("impl", "<9"),
+    ("impl", "<12"),
     ("calls", ">5"),
     ("ok", ">5"),
     ("setup ms med", ">12"),
@@ -328,35 +352,40 @@ def main(argv: list[str] | None = None) -> int:
         )
 
     specs = [
-        WorkerSpec(
-            impl=impl,
-            calls=calls,
-            seconds=args.seconds,
-            warmup_s=args.warmup,
-            rate=args.rate,
-            setup_timeout_s=args.setup_timeout,
-            profile_path=(
-                os.path.join(args.profile, f"{impl}-{calls}.prof")
-                if args.profile
-                else None
+        (
+            WorkerSpec(
+                impl=impl,
+                calls=calls,
+                seconds=args.seconds,
+                warmup_s=args.warmup,
+                rate=args.rate,
+                setup_timeout_s=args.setup_timeout,
+                profile_path=(
+                    os.path.join(args.profile, f"{impl}-{calls}.prof")
+                    if args.profile
+                    else None
+                ),
             ),
+            workers,
         )
         for calls in args.calls
+        for workers in args.workers
         for impl in args.impl
     ]
     if args.profile:
         os.makedirs(args.profile, exist_ok=True)
     started = time.perf_counter()
     results = []
-    for number, spec in enumerate(specs, 1):
+    for number, (spec, workers) in enumerate(specs, 1):
         print(
-            f"[{number}/{len(specs)}] {spec.impl} calls={spec.calls} ...",
+            f"[{number}/{len(specs)}] {label(spec.impl, workers)} "
+            f"calls={spec.calls} ...",
             end="",
             file=sys.stderr,
             flush=True,
         )
         began = time.perf_counter()
-        results.append(run_one(spec))
+        results.append(run_one(spec, workers))
         print(f" {time.perf_counter() - began:.1f} s", file=sys.stderr, flush=True)
     elapsed = time.perf_counter() - started
 
@@ -375,6 +404,7 @@ def main(argv: list[str] | None = None) -> int:
                 "calls": args.calls,
                 "seconds": args.seconds,
                 "impl": args.impl,
+                "workers": args.workers,
                 "warmup_s": args.warmup,
                 "rate": args.rate,
                 "setup_timeout_s": args.setup_timeout,

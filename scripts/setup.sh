@@ -40,7 +40,8 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 if [ $dev -eq 1 ]; then
-  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
+  # The ray extra too: CI runs the fleet test against a real local Ray cluster.
+  .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
   apt_install iproute2 nftables conntrack tcpdump
   bash scripts/install-browsers.sh
 else

@@ -27,6 +27,7 @@ import logging
 import os
 import platform
 import sys
+import time
 from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -41,13 +42,27 @@ from rich.table import Table
 import agent
 from agent.call.calls import Call, CallConfig
 from agent.call.remote import WhipClientCall
+from agent.cli.fleet import add_fleet_parser, cmd_fleet
 from agent.cli.interrupts import INTERRUPTS, Interrupts
 from agent.cli.lab import add_lab_parser, cmd_lab, lab_preflight
+from agent.cli.load import (
+    SCENARIOS_PER_WORKER,
+    add_load_options,
+    add_merge_parser,
+    cmd_merge,
+    live_metrics,
+    lost_workers,
+    new_run_id,
+    shards_entry,
+    worker_argv,
+)
 from agent.cli.matrix import add_matrix_parser, add_target_options, cmd_matrix
 from agent.cli.outputs import check_output_dir, check_output_file, output_path
+from agent.cli.resources import ResourceSampler
 from agent.cli.serve import add_serve_parser, cmd_serve
 from agent.cli.targeting import check_targets
-from agent.errors import AgentError, ScenarioError
+from agent.cli.workers import WorkerOutcome, WorkerStream, default_workers, run_workers
+from agent.errors import AgentError, ScenarioError, UsageError
 from agent.report.junit import junit_xml
 from agent.report.openmetrics import report_metrics_text
 from agent.report.schema import ReportError, Verdict, call_verdict, load_report
@@ -56,7 +71,13 @@ from agent.report.writer import ReportWriter, write_text_atomic
 from agent.scenario.fields import MAX_SEED
 from agent.scenario.loader import load_scenarios, parse_scenario
 from agent.scenario.model import Scenario
-from agent.scenario.runner import RunProgress, ScenarioRunner
+from agent.scenario.runner import (
+    WHOLE_RUN,
+    RunProgress,
+    ScenarioRunner,
+    Shard,
+    shard_plan,
+)
 from agent.scenario.steps import STEPS
 from agent.scenario.steps_net import fault_of, step_signature
 
@@ -137,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run every call in a kernel network lab (namespaces, nftables NAT, "
         "conntrack; needs root) instead of the files' network.lab",
     )
+    add_load_options(run)
 
     check = sub.add_parser("check", help="validate scenario files without running them")
     check.add_argument("scenarios", nargs="+", type=Path)
@@ -189,6 +211,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_serve_parser(sub)
     add_matrix_parser(sub)
+    add_merge_parser(sub)
+    add_fleet_parser(sub)
     return parser
 
 
@@ -275,14 +299,18 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
         return asyncio.run(cmd_matrix(args, console, run_scenarios))
     if args.command == "lab":
         return asyncio.run(cmd_lab(args, console))
+    if args.command == "merge":
+        return cmd_merge(args, console)
+    if args.command == "fleet":
+        return cmd_fleet(args, console)
     return EXIT_BAD_INPUT
 
 
-def run_metadata(seed: int) -> dict[str, Any]:
+def run_metadata(seed: int, run_id: str | None = None) -> dict[str, Any]:
     now = datetime.now(UTC)
     return {
         "tool": f"callagent {agent.__version__}",
-        "run_id": now.strftime("%Y%m%dT%H%M%SZ") + f"-{seed:08x}"[-5:],
+        "run_id": run_id or new_run_id(seed),
         "started_at": now.isoformat().replace("+00:00", "Z"),
         "seed": seed,
         "host": {
@@ -295,6 +323,10 @@ def run_metadata(seed: int) -> dict[str, Any]:
 
 
 async def cmd_run(args: argparse.Namespace, console: Console) -> int:
+    if args.shard is not None and args.seed is None:
+        raise UsageError(
+            "--shard needs --seed: every shard must derive the same call seeds"
+        )
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)  # before any call (exit 2)
     lab_preflight(scenarios, args.lab)
@@ -337,8 +369,13 @@ async def run_scenarios(
         else:
             write_error.clear()  # the last write has everything
 
+    # ``call`` (WHIP client) has none of the load options.
+    stream = WorkerStream() if getattr(args, "worker_stream", False) else None
+
     def on_result(result: dict[str, Any]) -> None:
         report["calls"].append(result)
+        if stream is not None:
+            stream.call(result)
         if writer is not None:
             keep_writing(lambda: writer.add_call(result))
 
@@ -351,27 +388,86 @@ async def run_scenarios(
         token=getattr(args, "token", None),
         lab=getattr(args, "lab", None),
     )
-    meta = run_metadata(runner.seed)
+    shard: Shard | None = getattr(args, "shard", None)
+    workers = getattr(args, "workers", 1) or default_workers()
+    calls = sum(len(i) for _, i in shard_plan(scenarios, shard or WHOLE_RUN))
+    # No idle processes: a one-call run stays in this one.
+    workers = max(1, min(workers, calls))
+    at_once = getattr(args, "scenarios_at_once", 1) or SCENARIOS_PER_WORKER * workers
+    meta = run_metadata(runner.seed, getattr(args, "run_id", None))
+    if shard is not None and stream is None:
+        meta["shard"] = {"index": shard.index, "count": shard.count}
+    if workers > 1:
+        meta["workers"] = workers
     report.update(meta)
     if writer is not None:
         writer.begin(meta)
+    resources: list[dict[str, Any]] = []
+    sampler = ResourceSampler(
+        on_sample=resources.append if stream is None else stream.resource
+    )
+    outcomes: list[WorkerOutcome] = []
+
+    async def execute() -> None:
+        start_at = getattr(args, "start_at", None)
+        if start_at is not None and workers == 1:
+            await asyncio.sleep(max(0.0, start_at - time.time()))
+        if workers == 1:
+            await runner.run(
+                scenarios, shard=shard or WHOLE_RUN, scenarios_at_once=at_once
+            )
+            return
+        progress.total = calls
+        outcomes[:] = [WorkerOutcome(i) for i in range(workers)]
+        await run_workers(
+            lambda i: worker_argv(args, i, workers, runner.seed, meta["run_id"]),
+            outcomes,
+            progress=progress,
+            on_call=on_result,
+            on_resource=resources.append,
+        )
 
     interrupted: str | None = None
     main_task = asyncio.current_task()
-    with _cancel_on_signals(main_task) as signals:
+    with (
+        _cancel_on_signals(main_task) as signals,
+        live_metrics(
+            getattr(args, "metrics_listen", None),
+            lambda: list(report["calls"]),
+            lambda: {**meta, "complete": False},
+            console,
+        ),
+    ):
         live = not args.quiet and console.is_terminal
         try:
-            with _progress_display(console, progress, enabled=live):
-                await runner.run(scenarios)
+            async with sampler.running():
+                if stream is not None:
+                    async with stream.reporting(progress):
+                        await execute()
+                else:
+                    with _progress_display(console, progress, enabled=live):
+                        await execute()
         except asyncio.CancelledError:
             interrupted = signals.received or "SIGINT"
             if main_task is not None:
                 main_task.uncancel()
+    signalled = interrupted
+    lost_calls = lost_workers(outcomes)
+    if lost_calls:
+        interrupted = f"{interrupted}; {lost_calls}" if interrupted else lost_calls
+    if stream is not None:
+        stream.end(interrupted)
+        return EXIT_INTERRUPTED if signalled else EXIT_OK
+    extra: dict[str, Any] = {"resources": resources}
+    if outcomes:
+        extra["shards"] = shards_entry(outcomes)
     if writer is not None:
+        for key, value in extra.items():
+            writer.set_field(key, value)
         keep_writing(lambda: writer.finish(interrupted=interrupted))
         report = writer.report
     else:
-        report.update(complete=interrupted is None, interrupted=interrupted)
+        report.update(extra, complete=interrupted is None, interrupted=interrupted)
     render_results(report, console)
     if reports is not None:  # matrix: the calls, for its own outputs
         reports.append(report)
@@ -380,15 +476,19 @@ async def run_scenarios(
     if args.openmetrics:
         write_text_atomic(args.openmetrics, report_metrics_text(report))
     if args.report:
-        lost = " NOT written (see above)" if write_error else ""
-        console.print(f"report: {args.report}{lost}")
-    if interrupted:
+        unwritten = " NOT written (see above)" if write_error else ""
+        console.print(f"report: {args.report}{unwritten}")
+    if lost_calls:
+        print(f"callagent: {lost_calls}; the report is incomplete", file=sys.stderr)
+    if signalled:
         print(
             "callagent: interrupted; the report holds the calls that finished",
             file=sys.stderr,
         )
         return EXIT_INTERRUPTED
-    return run_exit_code(report["calls"], write_failed=bool(write_error))
+    return run_exit_code(
+        report["calls"], write_failed=bool(write_error) or bool(lost_calls)
+    )
 
 
 def run_exit_code(calls: list[dict[str, Any]], *, write_failed: bool = False) -> int:

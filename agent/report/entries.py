@@ -388,6 +388,41 @@ class Summary:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ShardEntry:
+    """``shard``: which part of a run this report holds (``run --shard I/N``)."""
+
+    index: int
+    count: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ShardsEntry:
+    """``shards``: the parts a merged or multi-worker report was made of."""
+
+    count: int
+    reported: list[int]
+    #: shards (workers) that never reported: their calls are not in the report
+    missing: list[int]
+    #: shards that reported but stopped early (``complete: false``)
+    incomplete: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResourceSample:
+    """``resources[]``: one process's footprint at ``t_s`` seconds into the run
+    (a soak is judged on these staying flat)."""
+
+    t_s: float
+    #: resident memory; null where /proc is not available
+    rss_bytes: int | None
+    open_fds: int | None
+    #: the worker process (``--workers``); absent for the parent
+    worker: int | None = absent_if_none()
+    #: the shard the sample came from (merged reports)
+    shard: int | None = absent_if_none()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Report:
     """The whole JSON document (docs/report.md#run)."""
 
@@ -402,3 +437,8 @@ class Report:
     host: Host | Mapping[str, JsonValue]
     calls: list[CallEntry]
     summary: Summary
+    #: worker processes the run used (``run --workers``)
+    workers: int | None = absent_if_none()
+    shard: ShardEntry | None = absent_if_none()
+    shards: ShardsEntry | None = absent_if_none()
+    resources: list[ResourceSample] | None = absent_if_none()

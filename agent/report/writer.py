@@ -216,6 +216,15 @@ class ReportWriter:
         self._meta.setdefault("started_at", iso_timestamp(self._clock()))
         self._write()
 
+    def set_field(self, key: str, value: Any) -> None:
+        """Set a run field the writer does not own (``resources``, ``shards``);
+        written with the next call or :meth:`finish`."""
+        self._require_open("set_field")
+        if key in _OWNED:
+            raise ValueError(f"report field owned by the writer: {key}")
+        assert self._meta is not None
+        self._meta[key] = copy.deepcopy(value)
+
     def add_call(self, call: Mapping[str, Any]) -> None:
         """Append one finished call and rewrite the file.
 

@@ -35,6 +35,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
@@ -42,6 +43,7 @@ from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     InstanceOf,
@@ -54,7 +56,7 @@ from pydantic import (
     model_serializer,
     model_validator,
 )
-from pydantic_core import InitErrorDetails
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
 from agent.observe.model import Side
 from agent.scenario.duration import (
@@ -345,6 +347,40 @@ class StepSpec(BaseModel):
 # --- the scenario -----------------------------------------------------------
 
 
+#: Most call starts per second a ramp may ask for (a ramp above it is "at once").
+MAX_RAMP_PER_S = 10_000.0
+_RATE = re.compile(r"(?P<number>\d+(?:\.\d+)?)\s*/\s*(?P<unit>s|m|min)")
+
+
+def parse_rate(value: Any) -> float:
+    """Calls per second from ``50/s``, ``600/m`` (``/min``) or a bare number."""
+    rate: float | None = None
+    # bool is an int subclass; ``ramp: yes`` is not a rate.
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        rate = float(value)
+    elif isinstance(value, str) and (match := _RATE.fullmatch(value.strip())):
+        per = 60.0 if match["unit"] in ("m", "min") else 1.0
+        rate = float(match["number"]) / per
+    if rate is None:
+        raise PydanticCustomError(
+            "rate",
+            "invalid ramp {value}: write calls per second or minute, like 50/s "
+            "or 600/m",
+            {"value": str(value)[:40]},
+        )
+    if not 0 < rate <= MAX_RAMP_PER_S:
+        raise PydanticCustomError(
+            "rate_range",
+            "ramp {value} is out of range: more than 0 and at most {limit}/s",
+            {"value": str(value)[:40], "limit": int(MAX_RAMP_PER_S)},
+        )
+    return rate
+
+
+#: Calls started per second, written ``50/s`` or ``600/m``.
+CallRate = Annotated[float, BeforeValidator(parse_rate)]
+
+
 @dataclass(frozen=True)
 class ScenarioSource:
     """Which bytes a scenario came from, for the report's provenance."""
@@ -364,6 +400,10 @@ class Scenario(Section):
     seed: Seed | None = None
     #: concurrent copies of this call
     calls: CallCount = 1
+    #: start the copies at this many calls per second (``50/s``), not all at
+    #: once: 500 handshakes in the same millisecond measure the burst, not
+    #: the system; None starts them together
+    ramp: CallRate | None = None
     media: MediaSettings = MediaSettings()
     peers: PeersSettings = PeersSettings()
     network: NetworkSettings = NetworkSettings()

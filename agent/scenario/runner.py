@@ -142,6 +142,49 @@ def scenario_thresholds(scenario: Scenario) -> dict[str, Thresholds]:
     }
 
 
+@dataclass(frozen=True)
+class Shard:
+    """Shard ``index`` of ``count``: the calls whose run-wide index is
+    ``index`` mod ``count`` (``callagent run --shard I/N``, ``--workers``)."""
+
+    index: int = 0
+    count: int = 1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.index < self.count:
+            raise ValueError(f"shard {self.index}/{self.count} does not exist")
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+WHOLE_RUN = Shard()
+
+
+def shard_plan(
+    scenarios: list[Scenario], shard: Shard
+) -> list[tuple[Scenario, list[int]]]:
+    """Per scenario, the call indices that ``shard`` runs (scenarios with none
+    are left out).
+
+    Calls are numbered across the whole run, in file order (scenario by
+    scenario, call by call), so a suite of one-call scenarios spreads over the
+    shards as evenly as one 500-call scenario does. A call keeps its id and
+    seed (:meth:`ScenarioRunner.call_seed`) whichever shard runs it.
+    """
+    plan: list[tuple[Scenario, list[int]]] = []
+    run_index = 0
+    for scenario in scenarios:
+        indices = []
+        for index in range(scenario.calls):
+            if run_index % shard.count == shard.index:
+                indices.append(index)
+            run_index += 1
+        if indices:
+            plan.append((scenario, indices))
+    return plan
+
+
 class ScenarioRunner:
     def __init__(
         self,
@@ -172,16 +215,53 @@ class ScenarioRunner:
         self.progress = progress or RunProgress()
         self.results: list[dict[str, Any]] = []
 
-    async def run(self, scenarios: list[Scenario]) -> list[dict[str, Any]]:
-        self.progress.total = sum(s.calls for s in scenarios)
-        for scenario in scenarios:
-            if self.lab_mode(scenario) == "kernel" and scenario.network.shared:
-                await self._run_shared(scenario)
-                continue
-            await asyncio.gather(
-                *(self.run_call(scenario, index) for index in range(scenario.calls))
-            )
+    async def run(
+        self,
+        scenarios: list[Scenario],
+        *,
+        shard: Shard = WHOLE_RUN,
+        scenarios_at_once: int | None = 1,
+    ) -> list[dict[str, Any]]:
+        """Run the calls of ``shard``: ``scenarios_at_once`` scenarios at a
+        time (1: one after the other, as files are listed; None: all), each
+        scenario's calls together, or paced by its ``ramp``."""
+        plan = shard_plan(scenarios, shard)
+        self.progress.total = sum(len(indices) for _, indices in plan)
+        if scenarios_at_once == 1 or len(plan) <= 1:
+            for scenario, indices in plan:
+                await self._run_scenario(scenario, indices)
+            return self.results
+        slots = asyncio.Semaphore(scenarios_at_once or len(plan))
+        # Longest first into the slots: the run then ends about when its
+        # longest scenario does (shards and seeds do not depend on this order).
+        plan.sort(key=lambda item: item[0].duration, reverse=True)
+
+        async def in_a_slot(scenario: Scenario, indices: list[int]) -> None:
+            async with slots:
+                await self._run_scenario(scenario, indices)
+
+        await asyncio.gather(
+            *(in_a_slot(scenario, indices) for scenario, indices in plan)
+        )
         return self.results
+
+    async def _run_scenario(self, scenario: Scenario, indices: list[int]) -> None:
+        if self.lab_mode(scenario) == "kernel" and scenario.network.shared:
+            # One lab NAT for every call (firewall state-table overflow).
+            await self._run_shared(scenario, indices)
+            return
+        loop = asyncio.get_running_loop()
+        t0 = loop.time()
+
+        async def paced(index: int) -> None:
+            # The ramp is by the call's index in the scenario, not in the
+            # shard, so shards started together start each call when an
+            # unsharded run would.
+            if scenario.ramp is not None:
+                await asyncio.sleep(max(0.0, t0 + index / scenario.ramp - loop.time()))
+            await self.run_call(scenario, index)
+
+        await asyncio.gather(*(paced(index) for index in indices))
 
     def target_of(self, scenario: Scenario) -> Target:
         """The far end: ``--target``, else the file's ``target:``, else agent."""
@@ -212,15 +292,12 @@ class ScenarioRunner:
     def _release(self, lab: Lab) -> None:
         self._free_labs.add(lab.topology.index)
 
-    async def _run_shared(self, scenario: Scenario) -> None:
+    async def _run_shared(self, scenario: Scenario, indices: list[int]) -> None:
         lab = self.new_lab(scenario, self.call_seed(scenario, -1))
         try:
             await lab.build()
             await asyncio.gather(
-                *(
-                    self.run_call(scenario, index, shared=lab)
-                    for index in range(scenario.calls)
-                )
+                *(self.run_call(scenario, index, shared=lab) for index in indices)
             )
         finally:
             await asyncio.shield(lab.teardown())

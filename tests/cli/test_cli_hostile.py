@@ -127,7 +127,7 @@ def test_a_suite_with_bad_files_lists_each_and_places_no_call(
             "(!!float)",
             f"callagent: {bad_key}:3: null: unknown field; expected one of: calls, "
             "description, duration, expect, expect_kernel, media, name, network, "
-            "peers, seed, steps, target, thresholds",
+            "peers, ramp, seed, steps, target, thresholds",
         ]
         assert "a_good" not in proc.stdout
     assert not report.exists()  # nothing ran, so nothing was reported

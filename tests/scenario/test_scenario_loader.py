@@ -115,8 +115,8 @@ def test_yaml_and_pydantic_causes_are_kept_for_debugging() -> None:
         (
             "name: x\nduration: 1s\n1: 2\n",
             "x.yaml:3: 1: unknown field; expected one of: calls, description, "
-            "duration, expect, expect_kernel, media, name, network, peers, seed, "
-            "steps, target, thresholds",
+            "duration, expect, expect_kernel, media, name, network, peers, ramp, "
+            "seed, steps, target, thresholds",
         ),
         (
             "name: x\nduration: 1s\n? [a]\n: 2\n",

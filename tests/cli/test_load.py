@@ -1,0 +1,356 @@
+"""``run --workers``, ``run --shard`` + ``merge``, ``--metrics-listen``: the
+same calls (ids, seeds) however a run is split, one report, and every finished
+call kept when the run is stopped. Real calls over loopback, real processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CALLAGENT = [sys.executable, "-m", "agent.cli"]
+
+
+def callagent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CALLAGENT, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def write(tmp_path: Path, name: str, body: str) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(f"name: {name}\n{body}")
+    return path
+
+
+def call_set(report: dict[str, Any]) -> list[tuple[str, int]]:
+    return sorted((call["id"], call["seed"]) for call in report["calls"])
+
+
+def load(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+def test_workers_and_shards_plus_merge_run_the_calls_of_one_run(
+    tmp_path: Path,
+) -> None:
+    files = [
+        str(write(tmp_path, "three", "duration: 1s\ncalls: 3\nramp: 10/s\n")),
+        str(write(tmp_path, "one", "duration: 1s\n")),
+    ]
+    one = callagent(
+        "run",
+        *files,
+        "--seed",
+        "5",
+        "--workers",
+        "1",
+        "--quiet",
+        "--report",
+        str(tmp_path / "one.json"),
+    )
+    assert one.returncode == 0, one.stderr
+    workers = callagent(
+        "run",
+        *files,
+        "--seed",
+        "5",
+        "--workers",
+        "2",
+        "--quiet",
+        "--report",
+        str(tmp_path / "w.json"),
+        "--openmetrics",
+        str(tmp_path / "w.prom"),
+    )
+    assert workers.returncode == 0, workers.stderr
+    shards = [
+        subprocess.Popen(
+            [
+                *CALLAGENT,
+                "run",
+                *files,
+                "--seed",
+                "5",
+                "--shard",
+                f"{i}/2",
+                "--workers",
+                "1",
+                "--quiet",
+                "--report",
+                str(tmp_path / f"s{i}.json"),
+            ],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for proc in shards:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+
+    whole = load(tmp_path / "one.json")
+    assert len(whole["calls"]) == 4 and "shards" not in whole
+    samples = load(tmp_path / "w.json")["resources"]
+    assert [s.get("worker") for s in samples].count(0) >= 2  # start and end
+
+    merged_run = load(tmp_path / "w.json")
+    assert call_set(merged_run) == call_set(whole)
+    assert merged_run["workers"] == 2 and merged_run["complete"] is True
+    assert merged_run["shards"]["missing"] == []
+    assert (
+        'callagent_run_calls{verdict="pass"} 4.0' in (tmp_path / "w.prom").read_text()
+    )
+
+    parts = [load(tmp_path / f"s{i}.json") for i in range(2)]
+    assert [p["shard"] for p in parts] == [
+        {"index": 0, "count": 2},
+        {"index": 1, "count": 2},
+    ]
+    merge = callagent(
+        "merge",
+        str(tmp_path / "s0.json"),
+        str(tmp_path / "s1.json"),
+        "--report",
+        str(tmp_path / "m.json"),
+        "--junit",
+        str(tmp_path / "m.xml"),
+    )
+    assert merge.returncode == 0, merge.stderr
+    merged = load(tmp_path / "m.json")
+    assert call_set(merged) == call_set(whole)
+    assert merged["complete"] is True and merged["summary"]["passed"] == 4
+    assert 'tests="4"' in (tmp_path / "m.xml").read_text()
+
+    # A shard that never reported: named, the merge is incomplete, exit 1.
+    half = callagent(
+        "merge", str(tmp_path / "s1.json"), "--report", str(tmp_path / "half.json")
+    )
+    assert half.returncode == 1
+    assert "missing shards: 0/2" in half.stdout
+    partial = load(tmp_path / "half.json")
+    assert partial["complete"] is False and partial["shards"]["missing"] == [0]
+    assert call_set(partial) == call_set(parts[1])
+
+
+def test_ramp_paces_the_call_starts(tmp_path: Path) -> None:
+    file = write(tmp_path, "paced", "duration: 1s\ncalls: 3\nramp: 2/s\n")
+    proc = callagent(
+        "run",
+        str(file),
+        "--workers",
+        "2",
+        "--quiet",
+        "--report",
+        str(tmp_path / "r.json"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    starts = sorted(
+        (call["id"], time_s(call["started_at"]))
+        for call in load(tmp_path / "r.json")["calls"]
+    )
+    first, second, third = (t for _, t in starts)
+    # 2 calls/s: 0.5 s apart, by call index, across two worker processes.
+    assert 0.4 <= second - first <= 1.0 and 0.9 <= third - first <= 1.5
+
+
+def time_s(stamp: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def test_sigterm_stops_the_workers_and_keeps_every_finished_call(
+    tmp_path: Path,
+) -> None:
+    short = write(tmp_path, "short", "duration: 1s\ncalls: 2\n")
+    long = write(tmp_path, "long", "duration: 2m\ncalls: 2\n")
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [
+            *CALLAGENT,
+            "run",
+            str(short),
+            str(long),
+            "--workers",
+            "2",
+            "--quiet",
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if report.exists() and len(load(report)["calls"]) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the short calls never reached the report")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    data = load(report)
+    assert data["complete"] is False and data["interrupted"] == "SIGTERM"
+    calls = {call["id"]: call for call in data["calls"]}
+    # The finished calls, and the long ones hung up by their workers.
+    assert set(calls) == {"short#1", "short#2", "long#1", "long#2"}
+    assert calls["long#1"]["error"] == "interrupted"
+    assert "Traceback" not in err
+
+
+def test_metrics_listen_serves_every_workers_calls_while_the_run_goes(
+    tmp_path: Path,
+) -> None:
+    short = write(tmp_path, "short", "duration: 1s\ncalls: 2\n")
+    long = write(tmp_path, "long", "duration: 20s\n")
+    proc = subprocess.Popen(
+        [
+            *CALLAGENT,
+            "run",
+            str(short),
+            str(long),
+            "--workers",
+            "2",
+            "--quiet",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        match = re.search(r"http://127\.0\.0\.1:(\d+)/metrics", line)
+        assert match, line
+        url = match.group(0)
+        deadline = time.monotonic() + 60
+        text = ""
+        while time.monotonic() < deadline:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                text = response.read().decode()
+            if 'callagent_run_calls{verdict="pass"} 2.0' in text:
+                break
+            time.sleep(0.5)
+        else:
+            pytest.fail(f"the short calls never showed:\n{text[-2000:]}")
+        assert 'callagent_call_setup_seconds{call="short#2",scenario="short"}' in text
+        assert "callagent_run_complete 0.0" in text
+        assert proc.poll() is None  # live: the long call still runs
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.communicate(timeout=30)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--shard", "0/2"], "--shard needs --seed"),
+        (["--shard", "2/2", "--seed", "1"], "I must be from 0 to N-1"),
+        (["--shard", "half", "--seed", "1"], "expected I/N like 0/4"),
+        (["--workers", "0"], "expected a whole number from 1 to 1024"),
+        (["--metrics-listen", "8.8.8.8:9464"], "is not an address of this host"),
+    ],
+)
+def test_bad_load_options_are_one_line_exit_2(
+    tmp_path: Path, args: list[str], message: str
+) -> None:
+    file = write(tmp_path, "x", "duration: 1s\n")
+    proc = callagent("run", str(file), *args)
+    assert proc.returncode == 2
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert "Traceback" not in proc.stderr
+
+
+def test_merge_of_reports_of_different_runs_is_one_line_exit_2(tmp_path: Path) -> None:
+    base = {"version": 1, "calls": [], "host": {}, "summary": None}
+    (tmp_path / "a.json").write_text(
+        json.dumps({**base, "seed": 1, "shard": {"index": 0, "count": 2}})
+    )
+    (tmp_path / "b.json").write_text(
+        json.dumps({**base, "seed": 2, "shard": {"index": 1, "count": 2}})
+    )
+    proc = callagent("merge", str(tmp_path / "a.json"), str(tmp_path / "b.json"))
+    assert proc.returncode == 2
+    assert "seed 2 differs from 1" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_worker_that_dies_is_a_missing_shard_not_a_lost_run(
+    tmp_path: Path,
+) -> None:
+    file = write(tmp_path, "x", "duration: 8s\ncalls: 2\n")
+    report = tmp_path / "r.json"
+    proc = subprocess.Popen(
+        [
+            *CALLAGENT,
+            "run",
+            str(file),
+            "--workers",
+            "2",
+            "--quiet",
+            "--report",
+            str(report),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        children: list[int] = []
+        deadline = time.monotonic() + 30
+        while len(children) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+            found = subprocess.run(
+                ["pgrep", "-P", str(proc.pid)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            children = [int(pid) for pid in found.stdout.split()]
+        assert len(children) == 2, "the workers never started"
+        (worker0,) = [
+            pid
+            for pid in children
+            if b"--shard\x000/2" in Path(f"/proc/{pid}/cmdline").read_bytes()
+        ]
+        os.kill(worker0, signal.SIGKILL)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 1, err
+    assert "worker 0 exited (-9) before reporting all its calls" in err
+    data = load(report)
+    assert data["complete"] is False and data["shards"]["missing"] == [0]
+    assert [call["id"] for call in data["calls"]] == ["x#2"]
