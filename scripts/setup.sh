@@ -2,7 +2,8 @@
 # Set up callagent on a fresh Debian machine (Python 3.11, root): a virtualenv in
 # .venv with the pinned dependencies. `--dev` adds the test tools and the Debian
 # packages the tests need (headless Chromium as the reference remote peer,
-# iproute2/nftables/conntrack for the network lab). Idempotent: re-running is cheap.
+# iproute2/nftables/conntrack for the network lab, tcpdump for the wire
+# cross-check in benchmarks/wirecheck.py). Idempotent: re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,7 +41,7 @@ fi
 .venv/bin/python -m pip install -q --disable-pip-version-check --upgrade pip
 if [ $dev -eq 1 ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev]"
-  apt_install iproute2 nftables conntrack
+  apt_install iproute2 nftables conntrack tcpdump
   bash scripts/install-chromium.sh
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .

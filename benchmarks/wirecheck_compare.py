@@ -1,0 +1,195 @@
+"""Compare one call's report with what its capture shows (pure; no I/O).
+
+Each :class:`Check` is one figure the report states and the wire can show:
+
+=====================  ===========================================  ==========
+check                  report                                       agrees if
+=====================  ===========================================  ==========
+``handshakes``         ``metrics.dtls_rehandshakes.total`` + 1      equal to the distinct ClientHellos
+``ufrags.<side>``      ``metrics.ice_restarts.total`` + 1            equal to that side's distinct ufrags
+``srtp_sent.<dir>``    ``media.<dir>.packets_sent``                 equal to the RTP packets on the wire
+``max_gap_ms.<dir>``   ``media.<dir>.max_gap_ms``                   within 20 ms of the longest silence
+``gaps.<dir>``         ``media.<dir>.gaps`` (not ``sender_paused``)  each within 20 ms of the wire's
+``setup_ms``           ``setup_ms``                                 ends within 10 ms of the wire's
+=====================  ===========================================  ==========
+
+An ICE restart renews both sides' credentials (RFC 8445 §9: the answerer's
+too), so each side shows one ufrag per generation of the *call*. The wire's
+silences include the one from a direction's last packet to the hang-up: media
+is due until then. A wire silence of at least the scenario's gap threshold +
+20 ms that no report gap covers is a gap the report missed.
+
+Times are put on one clock through the report's ``started_at`` (the call's
+t=0, wall clock, ms) and the capture's kernel timestamps (same host clock):
+``setup_ms`` ends when the report says both sides were connected; the wire's
+setup ends with the last datagram of the first DTLS handshake.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from benchmarks.wirecheck_facts import DIRECTIONS, SIDES, DirectionFacts, WireFacts
+
+__all__ = ["Check", "compare", "seed_endpoints", "GAP_TOLERANCE_MS", "SETUP_TOLERANCE_MS"]
+
+GAP_TOLERANCE_MS = 20.0
+SETUP_TOLERANCE_MS = 10.0
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    report: str
+    wire: str
+    agrees: bool
+
+
+def seed_endpoints(call: Mapping[str, Any]) -> dict[str, str]:
+    """Endpoints whose side the report names: every selected pair, both views."""
+    seeds: dict[str, str] = {}
+    other = dict(zip(SIDES, reversed(SIDES), strict=True))
+    pairs: list[tuple[str, Mapping[str, Any]]] = []
+    for side, entry in (call.get("sides") or {}).items():
+        pairs.append((side, entry.get("selected_pair") or {}))
+    for event in call.get("events") or []:
+        detail = event.get("detail")
+        if isinstance(detail, Mapping):
+            pairs.append((event.get("side"), detail))
+            pairs.append((event.get("side"), detail.get("selected_pair") or {}))
+    for side, pair in pairs:
+        if side not in other:
+            continue
+        local, remote = pair.get("local"), pair.get("remote")
+        if isinstance(local, str) and ":" in local:
+            seeds.setdefault(local, side)
+        if isinstance(remote, str) and ":" in remote:
+            seeds.setdefault(remote, other[side])
+    return seeds
+
+
+def call_t0(call: Mapping[str, Any]) -> float:
+    """The call's t=0 in seconds since the epoch (``started_at``, ms precision)."""
+    return datetime.fromisoformat(str(call["started_at"]).replace("Z", "+00:00")).timestamp()
+
+
+def compare(call: Mapping[str, Any], facts: WireFacts, gap_threshold_ms: float) -> list[Check]:
+    t0 = call_t0(call)
+    metrics = call.get("metrics") or {}
+    checks = [
+        _equal(
+            "handshakes",
+            _total(metrics, "dtls_rehandshakes") + 1,
+            len(facts.handshakes),
+            ", ".join(f"{h.client_side}@{_ms(h.t, t0)}" for h in facts.handshakes),
+        )
+    ]
+    generations = _total(metrics, "ice_restarts") + 1
+    for side in SIDES:
+        checks.append(
+            _equal(f"ufrags.{side}", generations, len(facts.ufrags[side]), " ".join(facts.ufrags[side]))
+        )
+    media = call.get("media") or {}
+    for direction in DIRECTIONS.values():
+        entry = media.get(direction) or {}
+        wire = facts.media[direction]
+        sent = entry.get("packets_sent")
+        if sent is not None:
+            ssrcs = ",".join(f"{s:08x}" for s in sorted(wire.ssrcs))
+            note = f"ssrc {ssrcs}" + (f", {wire.duplicates} dup" if wire.duplicates else "")
+            if wire.undelivered:
+                note += f", {wire.undelivered} to a closed port"
+            checks.append(_equal(f"srtp_sent.{direction}", int(sent), wire.packets, note))
+        if len(wire.times) >= 2 and entry.get("max_gap_ms") is not None:
+            silences = _silences(wire, facts.hangup_t)
+            longest = max(length for _, length in silences) * 1000
+            report_max = float(entry["max_gap_ms"])
+            checks.append(
+                Check(
+                    f"max_gap_ms.{direction}",
+                    f"{report_max:.1f}",
+                    f"{longest:.1f}",
+                    abs(longest - report_max) <= GAP_TOLERANCE_MS,
+                )
+            )
+            checks.append(_gaps(direction, entry, silences, t0, gap_threshold_ms))
+    checks.append(_setup(call, facts, t0))
+    return checks
+
+
+def _total(metrics: Mapping[str, Any], name: str) -> int:
+    value = (metrics.get(name) or {}).get("total")
+    return int(value) if value is not None else 0
+
+
+def _equal(name: str, report: int, wire: int, note: str) -> Check:
+    return Check(name, str(report), f"{wire} ({note})" if note else str(wire), report == wire)
+
+
+def _ms(t: float, t0: float) -> str:
+    return f"{(t - t0) * 1000:.0f}"
+
+
+def _silences(wire: DirectionFacts, hangup_t: float | None) -> list[tuple[float, float]]:
+    silences = wire.intervals()
+    if hangup_t is not None and hangup_t > wire.times[-1]:
+        silences.append((wire.times[-1], hangup_t - wire.times[-1]))
+    return silences
+
+
+def _gaps(
+    direction: str,
+    entry: Mapping[str, Any],
+    silences: list[tuple[float, float]],
+    t0: float,
+    threshold_ms: float,
+) -> Check:
+    """Each report gap against the wire's longest silence over it, and back."""
+    wire_ms = [((start - t0) * 1000, length * 1000) for start, length in silences]
+    reported = [g for g in entry.get("gaps") or [] if not g.get("sender_paused")]
+    agrees = True
+    report_text: list[str] = []
+    covered: list[tuple[float, float]] = []
+    for gap in reported:
+        start, length = float(gap["start_ms"]), float(gap["length_ms"])
+        covered.append((start, start + length))
+        over = [w for s, w in wire_ms if s < start + length and s + w > start]
+        longest = max(over, default=0.0)
+        ok = abs(longest - length) <= GAP_TOLERANCE_MS
+        agrees &= ok
+        report_text.append(f"{length:.0f}@{start:.0f}" + ("" if ok else f" (wire {longest:.0f})"))
+    missed = [
+        (s, w)
+        for s, w in wire_ms
+        if w >= threshold_ms + GAP_TOLERANCE_MS
+        and not any(s < end and s + w > begin for begin, end in covered)
+    ]
+    agrees &= not missed
+    wire_text = [f"{w:.0f}@{s:.0f}" for s, w in wire_ms if w >= threshold_ms]
+    if missed:
+        wire_text.append("not in report: " + " ".join(f"{w:.0f}@{s:.0f}" for s, w in missed))
+    return Check(
+        f"gaps.{direction}",
+        f"{len(reported)}: " + " ".join(report_text) if reported else "0",
+        " ".join(wire_text) if wire_text else "0",
+        agrees,
+    )
+
+
+def _setup(call: Mapping[str, Any], facts: WireFacts, t0: float) -> Check:
+    setup_ms = call.get("setup_ms")
+    end = facts.first_handshake_end_t
+    if setup_ms is None or end is None:
+        both_missing = setup_ms is None and end is None
+        return Check("setup_ms", str(setup_ms), "no handshake" if end is None else "ends", both_missing)
+    wire_end_ms = (end - t0) * 1000
+    span = "" if facts.setup_s is None else f", check->handshake {facts.setup_s * 1000:.1f}"
+    return Check(
+        "setup_ms",
+        f"{float(setup_ms):.1f}",
+        f"{wire_end_ms:.1f}{span}",
+        abs(wire_end_ms - float(setup_ms)) <= SETUP_TOLERANCE_MS,
+    )
