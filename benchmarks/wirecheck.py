@@ -53,6 +53,7 @@ CAPTURE_FILTER = "net 127.0.0.0/8 and (udp or icmp)"
 #: the agent's default when a report names no scenario file
 DEFAULT_GAP_THRESHOLD_MS = 60.0
 _TCPDUMP_READY_S = 10.0
+NO_TCPDUMP = "wirecheck: tcpdump is not installed (scripts/setup.sh --dev installs it)"
 _DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 
 
@@ -68,13 +69,17 @@ class ScenarioCheck:
         return self.error is None and all(c.agrees for c in self.checks)
 
 
-def check_capture(report_path: Path, pcap_path: Path, name: str | None = None) -> ScenarioCheck:
+def check_capture(
+    report_path: Path, pcap_path: Path, name: str | None = None
+) -> ScenarioCheck:
     """Compare the first call of a report with a capture."""
     try:
         report = json.loads(report_path.read_text())
         call = report["calls"][0]
     except (OSError, ValueError, KeyError, IndexError, TypeError) as exc:
-        return ScenarioCheck(name or report_path.stem, error=f"no call in {report_path}: {exc}")
+        return ScenarioCheck(
+            name or report_path.stem, error=f"no call in {report_path}: {exc}"
+        )
     label = name or str(call.get("scenario") or report_path.stem)
     try:
         packets = list(read_capture(pcap_path))
@@ -106,7 +111,9 @@ def run_captured(scenario: Path, out: Path, *, netns: bool = True) -> ScenarioCh
     inner = [sys.executable, "-m", "benchmarks.wirecheck", "--capture-inside"]
     inner += [str(scenario), str(pcap), str(report), str(log)]
     command = ["unshare", "--net", "--", *inner] if netns else inner
-    done = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        command, cwd=REPO, env=_env(), capture_output=True, text=True, check=False
+    )
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
         return ScenarioCheck(stem, error=f"capture failed: {tail}")
@@ -120,14 +127,16 @@ def run_captured(scenario: Path, out: Path, *, netns: bool = True) -> ScenarioCh
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO), env.get("PYTHONPATH")])
+    )
     return env
 
 
 def _capture_inside(scenario: str, pcap: str, report: str, log: str) -> int:
     """In the namespace (or on the host): lo up, tcpdump, the run, tcpdump stopped."""
     if shutil.which("tcpdump") is None:
-        print("wirecheck: tcpdump is not installed (scripts/setup.sh --dev installs it)", file=sys.stderr)
+        print(NO_TCPDUMP, file=sys.stderr)
         return 2
     # A new namespace's lo is down; on the host's this is a no-op.
     subprocess.run(["ip", "link", "set", "lo", "up"], check=False, capture_output=True)
@@ -149,10 +158,22 @@ def _capture_inside(scenario: str, pcap: str, report: str, log: str) -> int:
             ready = tcpdump.stderr.readline()  # "listening on lo, ..." once armed
             log_file.write(ready)
             if "listening on" not in ready:
-                print(f"wirecheck: tcpdump did not start: {ready.strip()}", file=sys.stderr)
+                print(
+                    f"wirecheck: tcpdump did not start: {ready.strip()}",
+                    file=sys.stderr,
+                )
                 return 2
             run = subprocess.run(
-                [sys.executable, "-m", "agent.cli", "run", scenario, "--report", report, "--quiet"],
+                [
+                    sys.executable,
+                    "-m",
+                    "agent.cli",
+                    "run",
+                    scenario,
+                    "--report",
+                    report,
+                    "--quiet",
+                ],
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 check=False,
@@ -179,7 +200,10 @@ def format_result(result: ScenarioCheck) -> str:
     width = max(len(c.name) for c in result.checks)
     for check in result.checks:
         mark = "ok  " if check.agrees else "DIFF"
-        lines.append(f"  {mark} {check.name:<{width}}  report {check.report:<12}  wire {check.wire}")
+        lines.append(
+            f"  {mark} {check.name:<{width}}  "
+            f"report {check.report:<12}  wire {check.wire}"
+        )
     return "\n".join(lines)
 
 
@@ -195,11 +219,19 @@ def _scenario_files(paths: Sequence[str]) -> list[Path]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.wirecheck", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.wirecheck", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("scenarios", nargs="*", help="scenario files or directories")
-    parser.add_argument("--out", type=Path, help="keep captures and reports here (default: a temp dir)")
-    parser.add_argument("--shared-lo", action="store_true", help="capture the host's lo (no namespace)")
-    parser.add_argument("--compare", nargs=2, metavar=("REPORT", "PCAP"), help="check an existing pair")
+    parser.add_argument(
+        "--out", type=Path, help="keep captures and reports here (default: a temp dir)"
+    )
+    parser.add_argument(
+        "--shared-lo", action="store_true", help="capture the host's lo (no namespace)"
+    )
+    parser.add_argument(
+        "--compare", nargs=2, metavar=("REPORT", "PCAP"), help="check an existing pair"
+    )
     parser.add_argument("--capture-inside", nargs=4, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.capture_inside:
@@ -215,11 +247,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wirecheck: {exc}", file=sys.stderr)
             return 2
         if shutil.which("tcpdump") is None:
-            print("wirecheck: tcpdump is not installed (scripts/setup.sh --dev installs it)", file=sys.stderr)
+            print(
+                NO_TCPDUMP,
+                file=sys.stderr,
+            )
             return 2
         netns = not args.shared_lo
         if netns and (os.geteuid() != 0 or shutil.which("unshare") is None):
-            print("wirecheck: a network namespace needs root and unshare; use --shared-lo", file=sys.stderr)
+            print(
+                "wirecheck: a network namespace needs root and unshare; "
+                "use --shared-lo",
+                file=sys.stderr,
+            )
             return 2
         out = args.out or Path(tempfile.mkdtemp(prefix="wirecheck-"))
         out.mkdir(parents=True, exist_ok=True)

@@ -2,16 +2,17 @@
 
 Each :class:`Check` is one figure the report states and the wire can show:
 
-=====================  ===========================================  ==========
-check                  report                                       agrees if
-=====================  ===========================================  ==========
-``handshakes``         ``metrics.dtls_rehandshakes.total`` + 1      equal to the distinct ClientHellos
-``ufrags.<side>``      ``metrics.ice_restarts.total`` + 1            equal to that side's distinct ufrags
-``srtp_sent.<dir>``    ``media.<dir>.packets_sent``                 equal to the RTP packets on the wire
-``max_gap_ms.<dir>``   ``media.<dir>.max_gap_ms``                   within 20 ms of the longest silence
-``gaps.<dir>``         ``media.<dir>.gaps`` (not ``sender_paused``)  each within 20 ms of the wire's
-``setup_ms``           ``setup_ms``                                 ends within 10 ms of the wire's
-=====================  ===========================================  ==========
+* ``handshakes``: ``metrics.dtls_rehandshakes.total`` + 1 equals the number
+  of distinct ClientHellos;
+* ``ufrags.<side>``: ``metrics.ice_restarts.total`` + 1 equals that side's
+  distinct ufrags;
+* ``srtp_sent.<dir>``: ``media.<dir>.packets_sent`` equals the RTP packets
+  on the wire;
+* ``max_gap_ms.<dir>``: ``media.<dir>.max_gap_ms`` is within 20 ms of the
+  wire's longest silence;
+* ``gaps.<dir>``: each of ``media.<dir>.gaps`` (not ``sender_paused``) is
+  within 20 ms of the wire's longest silence over it;
+* ``setup_ms``: ends within 10 ms of the end of the wire's setup.
 
 An ICE restart renews both sides' credentials (RFC 8445 §9: the answerer's
 too), so each side shows one ufrag per generation of the *call*. The wire's
@@ -34,7 +35,13 @@ from typing import Any
 
 from benchmarks.wirecheck_facts import DIRECTIONS, SIDES, DirectionFacts, WireFacts
 
-__all__ = ["Check", "compare", "seed_endpoints", "GAP_TOLERANCE_MS", "SETUP_TOLERANCE_MS"]
+__all__ = [
+    "GAP_TOLERANCE_MS",
+    "SETUP_TOLERANCE_MS",
+    "Check",
+    "compare",
+    "seed_endpoints",
+]
 
 GAP_TOLERANCE_MS = 20.0
 SETUP_TOLERANCE_MS = 10.0
@@ -73,10 +80,14 @@ def seed_endpoints(call: Mapping[str, Any]) -> dict[str, str]:
 
 def call_t0(call: Mapping[str, Any]) -> float:
     """The call's t=0 in seconds since the epoch (``started_at``, ms precision)."""
-    return datetime.fromisoformat(str(call["started_at"]).replace("Z", "+00:00")).timestamp()
+    return datetime.fromisoformat(
+        str(call["started_at"]).replace("Z", "+00:00")
+    ).timestamp()
 
 
-def compare(call: Mapping[str, Any], facts: WireFacts, gap_threshold_ms: float) -> list[Check]:
+def compare(
+    call: Mapping[str, Any], facts: WireFacts, gap_threshold_ms: float
+) -> list[Check]:
     t0 = call_t0(call)
     metrics = call.get("metrics") or {}
     checks = [
@@ -90,7 +101,12 @@ def compare(call: Mapping[str, Any], facts: WireFacts, gap_threshold_ms: float) 
     generations = _total(metrics, "ice_restarts") + 1
     for side in SIDES:
         checks.append(
-            _equal(f"ufrags.{side}", generations, len(facts.ufrags[side]), " ".join(facts.ufrags[side]))
+            _equal(
+                f"ufrags.{side}",
+                generations,
+                len(facts.ufrags[side]),
+                " ".join(facts.ufrags[side]),
+            )
         )
     media = call.get("media") or {}
     for direction in DIRECTIONS.values():
@@ -99,10 +115,14 @@ def compare(call: Mapping[str, Any], facts: WireFacts, gap_threshold_ms: float) 
         sent = entry.get("packets_sent")
         if sent is not None:
             ssrcs = ",".join(f"{s:08x}" for s in sorted(wire.ssrcs))
-            note = f"ssrc {ssrcs}" + (f", {wire.duplicates} dup" if wire.duplicates else "")
+            note = f"ssrc {ssrcs}" + (
+                f", {wire.duplicates} dup" if wire.duplicates else ""
+            )
             if wire.undelivered:
                 note += f", {wire.undelivered} to a closed port"
-            checks.append(_equal(f"srtp_sent.{direction}", int(sent), wire.packets, note))
+            checks.append(
+                _equal(f"srtp_sent.{direction}", int(sent), wire.packets, note)
+            )
         if len(wire.times) >= 2 and entry.get("max_gap_ms") is not None:
             silences = _silences(wire, facts.hangup_t)
             longest = max(length for _, length in silences) * 1000
@@ -126,14 +146,18 @@ def _total(metrics: Mapping[str, Any], name: str) -> int:
 
 
 def _equal(name: str, report: int, wire: int, note: str) -> Check:
-    return Check(name, str(report), f"{wire} ({note})" if note else str(wire), report == wire)
+    return Check(
+        name, str(report), f"{wire} ({note})" if note else str(wire), report == wire
+    )
 
 
 def _ms(t: float, t0: float) -> str:
     return f"{(t - t0) * 1000:.0f}"
 
 
-def _silences(wire: DirectionFacts, hangup_t: float | None) -> list[tuple[float, float]]:
+def _silences(
+    wire: DirectionFacts, hangup_t: float | None
+) -> list[tuple[float, float]]:
     silences = wire.intervals()
     if hangup_t is not None and hangup_t > wire.times[-1]:
         silences.append((wire.times[-1], hangup_t - wire.times[-1]))
@@ -160,7 +184,9 @@ def _gaps(
         longest = max(over, default=0.0)
         ok = abs(longest - length) <= GAP_TOLERANCE_MS
         agrees &= ok
-        report_text.append(f"{length:.0f}@{start:.0f}" + ("" if ok else f" (wire {longest:.0f})"))
+        report_text.append(
+            f"{length:.0f}@{start:.0f}" + ("" if ok else f" (wire {longest:.0f})")
+        )
     missed = [
         (s, w)
         for s, w in wire_ms
@@ -170,7 +196,9 @@ def _gaps(
     agrees &= not missed
     wire_text = [f"{w:.0f}@{s:.0f}" for s, w in wire_ms if w >= threshold_ms]
     if missed:
-        wire_text.append("not in report: " + " ".join(f"{w:.0f}@{s:.0f}" for s, w in missed))
+        wire_text.append(
+            "not in report: " + " ".join(f"{w:.0f}@{s:.0f}" for s, w in missed)
+        )
     return Check(
         f"gaps.{direction}",
         f"{len(reported)}: " + " ".join(report_text) if reported else "0",
@@ -184,9 +212,18 @@ def _setup(call: Mapping[str, Any], facts: WireFacts, t0: float) -> Check:
     end = facts.first_handshake_end_t
     if setup_ms is None or end is None:
         both_missing = setup_ms is None and end is None
-        return Check("setup_ms", str(setup_ms), "no handshake" if end is None else "ends", both_missing)
+        return Check(
+            "setup_ms",
+            str(setup_ms),
+            "no handshake" if end is None else "ends",
+            both_missing,
+        )
     wire_end_ms = (end - t0) * 1000
-    span = "" if facts.setup_s is None else f", check->handshake {facts.setup_s * 1000:.1f}"
+    span = (
+        ""
+        if facts.setup_s is None
+        else f", check->handshake {facts.setup_s * 1000:.1f}"
+    )
     return Check(
         "setup_ms",
         f"{float(setup_ms):.1f}",

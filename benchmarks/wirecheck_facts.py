@@ -39,12 +39,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from benchmarks.wirecheck_pcap import Datagram, DtlsRecord, Rtp, Stun, Unreachable, classify
+from benchmarks.wirecheck_pcap import (
+    Datagram,
+    DtlsRecord,
+    Rtp,
+    Stun,
+    Unreachable,
+    classify,
+)
 
-__all__ = ["DirectionFacts", "Handshake", "WireFacts", "wire_facts", "SIDES"]
+__all__ = ["SIDES", "DirectionFacts", "Handshake", "WireFacts", "wire_facts"]
 
 SIDES = ("caller", "callee")
-DIRECTIONS = {("caller", "callee"): "caller_to_callee", ("callee", "caller"): "callee_to_caller"}
+DIRECTIONS = {
+    ("caller", "callee"): "caller_to_callee",
+    ("callee", "caller"): "callee_to_caller",
+}
 _CHANGE_CIPHER_SPEC = 20
 _ALERT = 21
 _HANDSHAKE = 22
@@ -150,7 +160,9 @@ def wire_facts(
     )
     for media in facts.media.values():
         media.duplicates = _duplicates(parsed, side, media)
-    facts.first_handshake_end_t, facts.hangup_t = _handshake_end_and_hangup(parsed, facts.handshakes)
+    facts.first_handshake_end_t, facts.hangup_t = _handshake_end_and_hangup(
+        parsed, facts.handshakes
+    )
     return facts
 
 
@@ -193,7 +205,9 @@ def _assign_sides(
 
 
 def _duplicates(
-    parsed: Sequence[tuple[Datagram, object]], side: Mapping[str, str], media: DirectionFacts
+    parsed: Sequence[tuple[Datagram, object]],
+    side: Mapping[str, str],
+    media: DirectionFacts,
 ) -> int:
     seen: set[tuple[int, int]] = set()
     duplicates = 0

@@ -123,7 +123,9 @@ def read_capture(path: Path) -> Iterator[Datagram | Unreachable]:
     link = struct.unpack(endian + "I", data[20:24])[0]
     offset = 24
     while offset + 16 <= len(data):
-        sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[offset : offset + 16])
+        sec, frac, caplen, _ = struct.unpack(
+            endian + "IIII", data[offset : offset + 16]
+        )
         frame = data[offset + 16 : offset + 16 + caplen]
         offset += 16 + caplen
         ip = _ip_packet(link, frame)
@@ -153,7 +155,9 @@ def _packet(t: float, ip: bytes) -> Datagram | Unreachable | None:
     body = ip[(ip[0] & 0x0F) * 4 :]
     if ip[9] == _IPPROTO_UDP:
         return _udp(t, ip, body)
-    if ip[9] == _IPPROTO_ICMP and body[:2] == bytes([_ICMP_UNREACHABLE, _ICMP_PORT_UNREACHABLE]):
+    if ip[9] == _IPPROTO_ICMP and body[:2] == bytes(
+        [_ICMP_UNREACHABLE, _ICMP_PORT_UNREACHABLE]
+    ):
         quoted = body[8:]  # type, code, checksum, unused; then the datagram
         if len(quoted) >= 20 and quoted[9] == _IPPROTO_UDP:
             datagram = _udp(t, quoted, quoted[(quoted[0] & 0x0F) * 4 :])
@@ -199,7 +203,9 @@ def _stun(payload: bytes) -> Stun | None:
     while offset + 4 <= end:
         attr, attr_len = struct.unpack("!HH", payload[offset : offset + 4])
         if attr == _STUN_USERNAME:
-            username = payload[offset + 4 : offset + 4 + attr_len].decode("utf-8", "replace")
+            username = payload[offset + 4 : offset + 4 + attr_len].decode(
+                "utf-8", "replace"
+            )
         offset += 4 + (attr_len + 3) // 4 * 4  # attributes are padded to 4 bytes
     return Stun(kind == _STUN_BINDING_REQUEST, username)
 
@@ -213,7 +219,11 @@ def _dtls_records(payload: bytes) -> list[DtlsRecord]:
         epoch = struct.unpack("!H", payload[offset + 3 : offset + 5])[0]
         length = struct.unpack("!H", payload[offset + 11 : offset + 13])[0]
         body = payload[offset + 13 : offset + 13 + length]
-        records.append(DtlsRecord(content_type, epoch, _client_hello_random(content_type, epoch, body)))
+        records.append(
+            DtlsRecord(
+                content_type, epoch, _client_hello_random(content_type, epoch, body)
+            )
+        )
         offset += 13 + length
     return records
 
