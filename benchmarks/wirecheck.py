@@ -66,7 +66,8 @@ class ScenarioCheck:
 
     @property
     def agrees(self) -> bool:
-        return self.error is None and all(c.agrees for c in self.checks)
+        """No figure differs, except where the wire is blind (``status`` blind)."""
+        return self.error is None and all(c.status != "DIFF" for c in self.checks)
 
 
 def check_capture(
@@ -196,14 +197,14 @@ def _capture_inside(scenario: str, pcap: str, report: str, log: str) -> int:
 def format_result(result: ScenarioCheck) -> str:
     if result.error is not None:
         return f"{result.name}: ERROR {result.error}"
-    lines = [f"{result.name}: {'AGREES' if result.agrees else 'DISAGREES'}"]
+    blind = sum(c.status == "blind" for c in result.checks)
+    verdict = "AGREES" if result.agrees else "DISAGREES"
+    lines = [f"{result.name}: {verdict}" + (f" ({blind} blind)" if blind else "")]
     width = max(len(c.name) for c in result.checks)
     for check in result.checks:
-        mark = "ok  " if check.agrees else "DIFF"
-        lines.append(
-            f"  {mark} {check.name:<{width}}  "
-            f"report {check.report:<12}  wire {check.wire}"
-        )
+        line = f"  {check.status:<5} {check.name:<{width}}  report {check.report:<12}"
+        line += f"  wire {check.wire}"
+        lines.append(line + (f"  [{check.blind}]" if check.blind else ""))
     return "\n".join(lines)
 
 

@@ -14,6 +14,19 @@ Each :class:`Check` is one figure the report states and the wire can show:
   within 20 ms of the wire's longest silence over it;
 * ``setup_ms``: ends within 10 ms of the end of the wire's setup.
 
+Where the wire is blind
+-----------------------
+The agent's faults act inside its own process (:mod:`agent.net.filters`, the
+user-space NAT). A datagram a fault drops on the *sender* never reaches the
+wire, though the report counts it as sent; one dropped or held on the
+*receiver* (its filter, or the NAT in front of it) is on the wire, though the
+receiver never got it in time. So a differing figure is marked ``blind``, not
+``DIFF``, when the report's own timeline explains it: ``srtp_sent`` when a
+fault on the sender dropped datagrams outbound; a gap (and ``max_gap_ms``
+through it) when it overlaps a fault window on the receiver that acts inbound
+(the fault's ``fault_start``..``fault_end``). Every other difference is a
+disagreement.
+
 An ICE restart renews both sides' credentials (RFC 8445 §9: the answerer's
 too), so each side shows one ufrag per generation of the *call*. The wire's
 silences include the one from a direction's last packet to the hang-up: media
@@ -29,7 +42,7 @@ setup ends with the last datagram of the first DTLS handshake.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
@@ -39,7 +52,9 @@ __all__ = [
     "GAP_TOLERANCE_MS",
     "SETUP_TOLERANCE_MS",
     "Check",
+    "FaultWindow",
     "compare",
+    "fault_windows",
     "seed_endpoints",
 ]
 
@@ -53,6 +68,70 @@ class Check:
     report: str
     wire: str
     agrees: bool
+    #: why a difference is one the wire cannot see (see "Where the wire is blind")
+    blind: str | None = None
+
+    @property
+    def status(self) -> str:
+        return "ok" if self.agrees else "blind" if self.blind else "DIFF"
+
+
+@dataclass(frozen=True)
+class FaultWindow:
+    """One in-process fault, from the report's fault_start/fault_end."""
+
+    name: str
+    side: str
+    #: both / inbound / outbound; None for the NAT's faults (inbound filtering)
+    direction: str | None
+    start_ms: float
+    end_ms: float
+    dropped: int
+
+    def hides_inbound(self, receiver: str, begin_ms: float, end_ms: float) -> bool:
+        return (
+            self.side == receiver
+            and self.direction in (None, "both", "inbound")
+            and self.start_ms < end_ms
+            and begin_ms < self.end_ms
+        )
+
+    def drops_outbound(self, sender: str) -> bool:
+        return (
+            self.side == sender
+            and self.direction in ("both", "outbound")
+            and self.dropped > 0
+        )
+
+
+def fault_windows(call: Mapping[str, Any]) -> list[FaultWindow]:
+    starts: dict[Any, Mapping[str, Any]] = {}
+    windows: list[FaultWindow] = []
+    end_of_call = float(call.get("duration_ms") or 0.0)
+    for event in call.get("events") or []:
+        detail = event.get("detail") or {}
+        if event.get("type") == "fault_start":
+            starts[detail.get("fault_id")] = event
+        elif event.get("type") == "fault_end" and detail.get("fault_id") in starts:
+            start = starts.pop(detail.get("fault_id"))
+            # A dead old address (a VPN reconnect) drops inbound to the end.
+            dead = (start.get("detail") or {}).get("old_address_alive") is False
+            end_ms = end_of_call if dead else float(event["t_ms"])
+            windows.append(_window(start, end_ms, int(detail.get("dropped") or 0)))
+    windows += [_window(start, end_of_call, 0) for start in starts.values()]
+    return windows
+
+
+def _window(start: Mapping[str, Any], end_ms: float, dropped: int) -> FaultWindow:
+    detail = start.get("detail") or {}
+    return FaultWindow(
+        str(detail.get("fault")),
+        str(detail.get("target") or start.get("side")),
+        detail.get("direction"),
+        float(start["t_ms"]),
+        end_ms,
+        dropped,
+    )
 
 
 def seed_endpoints(call: Mapping[str, Any]) -> dict[str, str]:
@@ -89,6 +168,7 @@ def compare(
     call: Mapping[str, Any], facts: WireFacts, gap_threshold_ms: float
 ) -> list[Check]:
     t0 = call_t0(call)
+    windows = fault_windows(call)
     metrics = call.get("metrics") or {}
     checks = [
         _equal(
@@ -109,33 +189,37 @@ def compare(
             )
         )
     media = call.get("media") or {}
-    for direction in DIRECTIONS.values():
+    for (sender, receiver), direction in DIRECTIONS.items():
         entry = media.get(direction) or {}
         wire = facts.media[direction]
         sent = entry.get("packets_sent")
         if sent is not None:
-            ssrcs = ",".join(f"{s:08x}" for s in sorted(wire.ssrcs))
-            note = f"ssrc {ssrcs}" + (
-                f", {wire.duplicates} dup" if wire.duplicates else ""
+            check = _equal(
+                f"srtp_sent.{direction}", int(sent), wire.packets, _rtp_note(wire)
             )
-            if wire.undelivered:
-                note += f", {wire.undelivered} to a closed port"
-            checks.append(
-                _equal(f"srtp_sent.{direction}", int(sent), wire.packets, note)
-            )
+            droppers = [w for w in windows if w.drops_outbound(sender)]
+            if not check.agrees and droppers:
+                why = ", ".join(f"{w.name} dropped {w.dropped}" for w in droppers)
+                check = replace(check, blind=f"{sender}: {why} before the wire")
+            checks.append(check)
         if len(wire.times) >= 2 and entry.get("max_gap_ms") is not None:
             silences = _silences(wire, facts.hangup_t)
+            hiding = [w for w in windows if w.side == receiver]
+            gaps, blind_at = _gaps(
+                receiver, direction, entry, silences, t0, gap_threshold_ms, hiding
+            )
             longest = max(length for _, length in silences) * 1000
             report_max = float(entry["max_gap_ms"])
-            checks.append(
-                Check(
-                    f"max_gap_ms.{direction}",
-                    f"{report_max:.1f}",
-                    f"{longest:.1f}",
-                    abs(longest - report_max) <= GAP_TOLERANCE_MS,
-                )
+            check = Check(
+                f"max_gap_ms.{direction}",
+                f"{report_max:.1f}",
+                f"{longest:.1f}",
+                abs(longest - report_max) <= GAP_TOLERANCE_MS,
             )
-            checks.append(_gaps(direction, entry, silences, t0, gap_threshold_ms))
+            # Over the threshold, the report's longest gap is one it lists.
+            if not check.agrees and round(report_max) in blind_at:
+                check = replace(check, blind=blind_at[round(report_max)])
+            checks += [check, gaps]
     checks.append(_setup(call, facts, t0))
     return checks
 
@@ -149,6 +233,15 @@ def _equal(name: str, report: int, wire: int, note: str) -> Check:
     return Check(
         name, str(report), f"{wire} ({note})" if note else str(wire), report == wire
     )
+
+
+def _rtp_note(wire: DirectionFacts) -> str:
+    note = "ssrc " + ",".join(f"{s:08x}" for s in sorted(wire.ssrcs))
+    if wire.duplicates:
+        note += f", {wire.duplicates} dup"
+    if wire.undelivered:
+        note += f", {wire.undelivered} to a closed port"
+    return note
 
 
 def _ms(t: float, t0: float) -> str:
@@ -165,13 +258,20 @@ def _silences(
 
 
 def _gaps(
+    receiver: str,
     direction: str,
     entry: Mapping[str, Any],
     silences: list[tuple[float, float]],
     t0: float,
     threshold_ms: float,
-) -> Check:
-    """Each report gap against the wire's longest silence over it, and back."""
+    receiver_faults: list[FaultWindow],
+) -> tuple[Check, dict[int, str]]:
+    """Each report gap against the wire's longest silence over it, and back.
+
+    Also returns, by rounded length, the report gaps that a fault on the
+    receiver hides from the wire, with the fault's name.
+    """
+    blind_at: dict[int, str] = {}
     wire_ms = [((start - t0) * 1000, length * 1000) for start, length in silences]
     reported = [g for g in entry.get("gaps") or [] if not g.get("sender_paused")]
     agrees = True
@@ -183,6 +283,15 @@ def _gaps(
         over = [w for s, w in wire_ms if s < start + length and s + w > start]
         longest = max(over, default=0.0)
         ok = abs(longest - length) <= GAP_TOLERANCE_MS
+        hiders = [
+            w.name
+            for w in receiver_faults
+            if w.hides_inbound(receiver, start, start + length)
+        ]
+        if not ok and hiders:
+            blind_at[round(length)] = f"{receiver}: {', '.join(hiders)} in-process"
+            report_text.append(f"{length:.0f}@{start:.0f} (wire {longest:.0f}, blind)")
+            continue
         agrees &= ok
         report_text.append(
             f"{length:.0f}@{start:.0f}" + ("" if ok else f" (wire {longest:.0f})")
@@ -199,12 +308,18 @@ def _gaps(
         wire_text.append(
             "not in report: " + " ".join(f"{w:.0f}@{s:.0f}" for s, w in missed)
         )
-    return Check(
+    blind = None
+    if agrees and blind_at:
+        agrees = False
+        blind = "; ".join(sorted(set(blind_at.values())))
+    check = Check(
         f"gaps.{direction}",
         f"{len(reported)}: " + " ".join(report_text) if reported else "0",
         " ".join(wire_text) if wire_text else "0",
         agrees,
+        blind,
     )
+    return check, blind_at
 
 
 def _setup(call: Mapping[str, Any], facts: WireFacts, t0: float) -> Check:
