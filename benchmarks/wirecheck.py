@@ -53,6 +53,8 @@ CAPTURE_FILTER = "net 127.0.0.0/8 and (udp or icmp)"
 #: the agent's default when a report names no scenario file
 DEFAULT_GAP_THRESHOLD_MS = 60.0
 _TCPDUMP_READY_S = 10.0
+#: a bound on one scenario run (the longest built-in lasts 2 minutes)
+_RUN_TIMEOUT_S = 900.0
 NO_TCPDUMP = "wirecheck: tcpdump is not installed (scripts/setup.sh --dev installs it)"
 _DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 
@@ -106,6 +108,8 @@ def _gap_threshold_ms(call: dict[str, Any]) -> float:
 def run_captured(scenario: Path, out: Path, *, netns: bool = True) -> ScenarioCheck:
     """Run one scenario under tcpdump and check its report against the capture."""
     stem = scenario.stem
+    # The capture runs with the repository as its working directory.
+    scenario, out = scenario.resolve(), out.resolve()
     pcap, report, log = out / f"{stem}.pcap", out / f"{stem}.json", out / f"{stem}.log"
     for stale in (pcap, report):
         stale.unlink(missing_ok=True)
@@ -164,21 +168,22 @@ def _capture_inside(scenario: str, pcap: str, report: str, log: str) -> int:
                     file=sys.stderr,
                 )
                 return 2
-            run = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "agent.cli",
-                    "run",
-                    scenario,
-                    "--report",
-                    report,
-                    "--quiet",
-                ],
-                stdout=log_file,
-                stderr=subprocess.STDOUT,
-                check=False,
-            )
+            command = [sys.executable, "-m", "agent.cli", "run", scenario]
+            command += ["--report", report, "--quiet"]
+            try:
+                run = subprocess.run(
+                    command,
+                    stdout=log_file,
+                    stderr=subprocess.STDOUT,
+                    check=False,
+                    timeout=_RUN_TIMEOUT_S,
+                )
+            except subprocess.TimeoutExpired:
+                print(
+                    f"wirecheck: {scenario} ran over {_RUN_TIMEOUT_S:.0f} s",
+                    file=sys.stderr,
+                )
+                return 2
             log_file.write(f"callagent exit {run.returncode}\n")
         finally:
             tcpdump.send_signal(signal.SIGINT)
