@@ -25,7 +25,9 @@ receiver never got it in time. So a differing figure is marked ``blind``, not
 fault on the sender dropped datagrams outbound; a gap (and ``max_gap_ms``
 through it) when it overlaps a fault window on the receiver that acts inbound
 (the fault's ``fault_start``..``fault_end``). Every other difference is a
-disagreement.
+disagreement. An old address a fault left dead (``old_address_alive: false``)
+is not blindness: what the wire carries there afterwards counts as
+undelivered (:func:`dead_endpoints`).
 
 An ICE restart renews both sides' credentials (RFC 8445 §9: the answerer's
 too), so each side shows one ufrag per generation of the *call*. The wire's
@@ -54,6 +56,7 @@ __all__ = [
     "Check",
     "FaultWindow",
     "compare",
+    "dead_endpoints",
     "fault_windows",
     "seed_endpoints",
 ]
@@ -114,12 +117,29 @@ def fault_windows(call: Mapping[str, Any]) -> list[FaultWindow]:
             starts[detail.get("fault_id")] = event
         elif event.get("type") == "fault_end" and detail.get("fault_id") in starts:
             start = starts.pop(detail.get("fault_id"))
-            # A dead old address (a VPN reconnect) drops inbound to the end.
-            dead = (start.get("detail") or {}).get("old_address_alive") is False
-            end_ms = end_of_call if dead else float(event["t_ms"])
-            windows.append(_window(start, end_ms, int(detail.get("dropped") or 0)))
+            dropped = int(detail.get("dropped") or 0)
+            windows.append(_window(start, float(event["t_ms"]), dropped))
     windows += [_window(start, end_of_call, 0) for start in starts.values()]
     return windows
+
+
+def dead_endpoints(call: Mapping[str, Any]) -> dict[str, float]:
+    """Old addresses a fault left dead (a VPN reconnect), from when (epoch s).
+
+    What is sent there afterwards is on the wire but received by nobody: the
+    agent drops it in-process, where the kernel would have sent no ICMP either.
+    """
+    t0 = call_t0(call)
+    dead: dict[str, float] = {}
+    for event in call.get("events") or []:
+        detail = event.get("detail") or {}
+        if (
+            event.get("type") == "fault_start"
+            and detail.get("old_address_alive") is False
+        ):
+            for endpoint in detail.get("old") or []:
+                dead.setdefault(str(endpoint), t0 + float(event["t_ms"]) / 1000)
+    return dead
 
 
 def _window(start: Mapping[str, Any], end_ms: float, dropped: int) -> FaultWindow:
@@ -240,7 +260,7 @@ def _rtp_note(wire: DirectionFacts) -> str:
     if wire.duplicates:
         note += f", {wire.duplicates} dup"
     if wire.undelivered:
-        note += f", {wire.undelivered} to a closed port"
+        note += f", {wire.undelivered} undelivered"
     return note
 
 
@@ -280,8 +300,14 @@ def _gaps(
     for gap in reported:
         start, length = float(gap["start_ms"]), float(gap["length_ms"])
         covered.append((start, start + length))
-        over = [w for s, w in wire_ms if s < start + length and s + w > start]
-        longest = max(over, default=0.0)
+        # The wire silence that shares most time with it (clocks differ by a
+        # millisecond or so, so a neighbouring silence may touch it).
+        shared = [
+            (min(start + length, s + w) - max(start, s), w)
+            for s, w in wire_ms
+            if s < start + length and s + w > start
+        ]
+        longest = max(shared, default=(0.0, 0.0))[1]
         ok = abs(longest - length) <= GAP_TOLERANCE_MS
         hiders = [
             w.name

@@ -23,9 +23,10 @@ and works out:
   to the hang-up (the first DTLS alert, a close_notify, of the final burst).
   A packet the kernel answered with an ICMP port unreachable was not
   delivered: that is how a user-space NAT's retired public port (a rebind, an
-  expired mapping) shows on the wire. A drop *inside* the agent's process (a
-  fault's filter on the receiving side, the NAT's filtering) is invisible
-  here, by construction.
+  expired mapping) shows on the wire; so is one sent to an address the caller
+  says is dead from a time on (a VPN reconnect's old address). A drop
+  *inside* the agent's process (a fault's filter on the receiving side, the
+  NAT's filtering) is invisible here, by construction.
 * **Setup on the wire**: from the first connectivity check (the first Binding
   request with a USERNAME between the two sides) to the last datagram of the
   first DTLS handshake, in either direction (the last datagram on that
@@ -68,7 +69,7 @@ class DirectionFacts:
 
     #: RTP packets sent on the wire
     packets: int = 0
-    #: of those, answered by an ICMP port unreachable
+    #: of those, answered by an ICMP port unreachable or sent to a dead address
     undelivered: int = 0
     rtcp_packets: int = 0
     ssrcs: set[int] = field(default_factory=set)
@@ -116,9 +117,15 @@ class WireFacts:
 
 
 def wire_facts(
-    packets: Sequence[Datagram | Unreachable], seeds: Mapping[str, str]
+    packets: Sequence[Datagram | Unreachable],
+    seeds: Mapping[str, str],
+    dead: Mapping[str, float] | None = None,
 ) -> WireFacts:
-    """The call's facts; ``seeds`` maps ``ip:port`` to ``caller``/``callee``."""
+    """The call's facts; ``seeds`` maps ``ip:port`` to ``caller``/``callee``.
+
+    ``dead`` names endpoints that receive nothing from a time on (epoch s).
+    """
+    dead = dead or {}
     parsed = [(d, classify(d.payload)) for d in packets if isinstance(d, Datagram)]
     refused = {_rtp_key(u.datagram) for u in packets if isinstance(u, Unreachable)}
     facts = WireFacts(sides=_assign_sides(parsed, seeds))
@@ -141,7 +148,9 @@ def wire_facts(
             media.ssrcs.add(what.ssrc)
             if what.is_rtcp:
                 media.rtcp_packets += 1
-            elif _rtp_key(datagram) in refused:
+            elif _rtp_key(datagram) in refused or datagram.t >= dead.get(
+                datagram.dst, float("inf")
+            ):
                 media.packets += 1
                 media.undelivered += 1
             else:
