@@ -103,7 +103,7 @@ class WireFacts:
     )
     first_check_t: float | None = None
     first_handshake_end_t: float | None = None
-    #: the first DTLS alert after setup: the hang-up, as the wire shows it
+    #: the first DTLS alert of the last burst: the hang-up, as the wire shows it
     hangup_t: float | None = None
     sides: dict[str, str] = field(default_factory=dict)
     #: datagrams left out (an end with no side, or both ends on one side), by pair
@@ -169,10 +169,16 @@ def wire_facts(
     )
     for media in facts.media.values():
         media.duplicates = _duplicates(parsed, side, media)
+    between = [(d, w) for d, w in parsed if _between_sides(d, side)]
     facts.first_handshake_end_t, facts.hangup_t = _handshake_end_and_hangup(
-        parsed, facts.handshakes
+        between, facts.handshakes
     )
     return facts
+
+
+def _between_sides(datagram: Datagram, side: Mapping[str, str]) -> bool:
+    src, dst = side.get(datagram.src), side.get(datagram.dst)
+    return src is not None and dst is not None and src != dst
 
 
 def _rtp_key(datagram: Datagram) -> tuple[str, str, int, int] | None:
