@@ -2,8 +2,8 @@
 # Set up callagent on a fresh Debian machine (Python 3.11, root): a virtualenv in
 # .venv with the pinned dependencies. `--dev` adds the test tools and the Debian
 # packages the tests need (headless Chromium and Firefox ESR as remote peers,
-# iproute2/nftables/conntrack for the network lab, tcpdump for capture tests).
-# Idempotent: re-running is cheap.
+# iproute2/nftables/conntrack for the network lab, tcpdump for the lab's capture
+# tests and benchmarks/wirecheck.py). Idempotent: re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
