@@ -58,7 +58,6 @@ import asyncio
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import aioice
@@ -87,32 +86,9 @@ from agent.stack.icenet import (
     WireDirection,
 )
 from agent.stack.liveness import ConsentFreshness, ice_failure_held_s
+from agent.stack.selected import SelectedPair
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class SelectedPair:
-    """The pair media flows on: local and remote transport addresses."""
-
-    local: tuple[str, int]
-    remote: tuple[str, int]
-    local_type: str
-    remote_type: str
-
-    def describe(self) -> str:
-        return (
-            f"{self.local[0]}:{self.local[1]} ({self.local_type}) -> "
-            f"{self.remote[0]}:{self.remote[1]} ({self.remote_type})"
-        )
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "local": f"{self.local[0]}:{self.local[1]}",
-            "remote": f"{self.remote[0]}:{self.remote[1]}",
-            "local_type": self.local_type,
-            "remote_type": self.remote_type,
-        }
 
 
 WireTap = Callable[[WireDirection, bytes], None]

@@ -20,13 +20,8 @@ from aiohttp import web
 from agent.call.remote import ServedCall
 from agent.signaling.whip_client import MAX_RESPONSE_BYTES
 from tests.signaling.test_hostile_serve import MINIMAL_OFFER
-from tests.signaling.test_serve_and_call_cli import (
-    CALLAGENT,
-    ROOT,
-    call,
-    fake_endpoint,
-    only_call,
-)
+from tests.signaling.test_serve_and_call_cli import fake_endpoint
+from tests.support.callagent_cli import CALLAGENT, ROOT, call, only_call
 from tests.support.http import serve_app
 from tests.support.whip import Served, serve_agent
 

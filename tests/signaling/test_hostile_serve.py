@@ -305,7 +305,7 @@ async def test_s5_a_rejected_restart_is_not_counted(
 ) -> None:
     """Two restart PATCHes the server rejects, then one real restart from the
     client: both ends count exactly one."""
-    from tests.signaling.test_serve_and_call_cli import call, only_call
+    from tests.support.callagent_cli import call, only_call
 
     scenario = tmp_path / "restart.yaml"
     scenario.write_text(

@@ -9,19 +9,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
-from typing import Any
 
 from aiohttp import web
 
+from tests.support.callagent_cli import CALLAGENT, ROOT, call, only_call
 from tests.support.http import serve_app
 from tests.support.whip import far_end
-
-ROOT = Path(__file__).resolve().parents[2]
-CALLAGENT = [sys.executable, "-m", "agent.cli.main"]
 
 
 @contextmanager
@@ -54,28 +50,6 @@ def stop(proc: subprocess.Popen[str], sig: signal.Signals) -> tuple[int, str]:
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=30)
     return proc.returncode, err
-
-
-async def call(*args: str) -> tuple[int, str, str]:
-    process = await asyncio.create_subprocess_exec(
-        *CALLAGENT,
-        "call",
-        *args,
-        cwd=ROOT,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(process.communicate(), 90)
-    assert process.returncode is not None
-    return process.returncode, out.decode(), err.decode()
-
-
-def only_call(path: Path) -> dict[str, Any]:
-    report = json.loads(path.read_text())
-    assert report["version"] == 1
-    (entry,) = report["calls"]
-    assert isinstance(entry, dict)
-    return entry
 
 
 async def test_serve_and_call_in_two_processes_with_a_restart_over_patch(

@@ -11,10 +11,10 @@ from pathlib import Path
 
 from aiohttp import web
 from aiortc import sdp
-from test_serve_and_call_cli import call, only_call
 
 from agent.signaling.sdpfrag import MEDIA_TYPE as SDPFRAG
 from agent.signaling.sdpfrag import build_sdpfrag
+from tests.support.callagent_cli import call, only_call
 from tests.support.http import serve_app
 from tests.support.whip import far_end
 

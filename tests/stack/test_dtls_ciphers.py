@@ -8,11 +8,11 @@ import asyncio
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from test_peer import Recorder, connect, make_peer
 
 from agent.stack.association import DTLS_CIPHERS
 from agent.stack.certs import make_certificate
 from agent.stack.peer import CertificateKind, Peer
+from tests.support.peers import Recorder, connect, make_peer, packets_after
 
 
 def test_both_certificate_kinds_are_made() -> None:
@@ -31,8 +31,7 @@ def test_the_suites_cover_both_keys_and_the_browsers_cbc_fallbacks() -> None:
 
 async def media_both_ways(rec_a: Recorder, rec_b: Recorder) -> None:
     for recorder in (rec_a, rec_b):
-        target = len(recorder.rtp) + 10
-        await recorder.until(lambda r=recorder, t=target: len(r.rtp) >= t, 5)
+        await packets_after(recorder, 10)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +84,9 @@ async def test_a_rotated_certificate_keeps_its_kind_and_the_report_data_its_suit
         assert await asyncio.wait_for(caller.rehandshake_dtls(), 15)
         assert isinstance(caller.certificate._key, rsa.RSAPrivateKey)
         # What the rehandshake event's "after" carries into the report.
-        after = caller.dtls.current.describe()  # type: ignore[union-attr]
+        current = caller.dtls.current
+        assert current is not None
+        after = current.describe()
         assert after["association"] == 1
         assert after["role"] == "server"
         assert str(after["cipher"]).startswith("ECDHE-RSA-")

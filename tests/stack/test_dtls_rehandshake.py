@@ -6,12 +6,16 @@ from __future__ import annotations
 
 import asyncio
 
-from test_ice_restart import connected_pair, packets_after
-from test_peer import Recorder, connect, make_peer
-
 from agent.stack.dtls import make_certificate, sha256_fingerprint
 from agent.stack.ice import WireDirection
 from agent.stack.peer import CertExpiryPolicy, FarEndProfile, Peer, PeerState
+from tests.support.peers import (
+    Recorder,
+    connect,
+    connected_pair,
+    make_peer,
+    packets_after,
+)
 
 
 def completed(recorder: Recorder) -> list[tuple[str, str, str]]:

@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 
 import pytest
 from aioice import stun
-from test_peer import Recorder, connect, make_peer
 
 from agent.net.routes import Rebind
 from agent.stack.ice import WireDirection
@@ -20,6 +19,7 @@ from agent.stack.ice_profile import (
     STRONG_TICK_S,
 )
 from agent.stack.peer import IceProfile, Peer
+from tests.support.peers import Recorder, connect, make_peer
 
 #: the pair intervals as the channel's 480 ms tick lets them out
 STABLE_PING_S = 6 * STRONG_TICK_S  # 2500 ms -> 2880 ms

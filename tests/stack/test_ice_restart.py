@@ -4,52 +4,18 @@ a dead old path, recovery policy, glare, and stable negotiated values."""
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
 
 import pytest
-from test_peer import Recorder, make_peer
 
-from agent.stack.ice import WireDirection
-from agent.stack.peer import Peer, PeerState, RecoveryPolicy
-
-
-@dataclass
-class Blackhole:
-    """Drops everything both ways (a path that died)."""
-
-    dropped: int = 0
-
-    def admit(
-        self, direction: WireDirection, data: bytes, addr: tuple[str, int]
-    ) -> bool:
-        self.dropped += 1
-        return False
-
-
-async def connected_pair(**kwargs: object) -> tuple[Peer, Recorder, Peer, Recorder]:
-    caller, rec_a = make_peer("127.0.0.1", 11, **kwargs)
-    callee, rec_b = make_peer("127.0.0.2", 12, **kwargs)
-    caller.renegotiate = callee.accept_offer
-    callee.renegotiate = caller.accept_offer
-    answer = await callee.accept_offer(await caller.create_offer())
-    await caller.accept_answer(answer)
-    await asyncio.gather(caller.wait_connected(10), callee.wait_connected(10))
-    return caller, rec_a, callee, rec_b
-
-
-async def wait_state(
-    peer: Peer, recorder: Recorder, state: PeerState, timeout: float
-) -> None:
-    await recorder.until(lambda: peer.state is state, timeout)
-
-
-async def packets_after(recorder: Recorder, count: int, timeout: float = 5) -> None:
-    target = len(recorder.rtp) + count
-    await recorder.until(lambda: len(recorder.rtp) >= target, timeout)
-
-
-def ufrag(peer: Peer) -> str:
-    return str(peer.gatherer.getLocalParameters().usernameFragment)
+from agent.stack.peer import PeerState, RecoveryPolicy
+from tests.support.peers import (
+    Blackhole,
+    connected_pair,
+    make_peer,
+    packets_after,
+    ufrag,
+    wait_state,
+)
 
 
 @pytest.mark.parametrize("restarting", ["caller", "callee"])

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 
-from test_ice_restart import connected_pair, packets_after, ufrag
-
 from agent.stack.config import RETIRE_AFTER_S
 from agent.stack.peer import Peer
+from tests.support.peers import connected_pair, packets_after, ufrag
 
 
 def without_restart(offer: str, peer: Peer) -> str:
