@@ -495,7 +495,13 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def _expand(path: str | Path) -> list[str | Path]:
     as_path = Path(path)
-    if not as_path.is_dir():
+    try:
+        # Path.is_dir() raises on EACCES (a path under an unreadable folder);
+        # reading the file then says why in one line.
+        is_dir = stat.S_ISDIR(os.stat(as_path).st_mode)
+    except OSError:
+        is_dir = False
+    if not is_dir:
         return [path]
     try:
         children = list(as_path.iterdir())

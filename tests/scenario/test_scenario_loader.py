@@ -532,3 +532,24 @@ def test_load_scenarios_reports_every_bad_file(tmp_path: Path) -> None:
         f"{tmp_path / 'missing.yaml'}: file not found",
     ]
     assert all(isinstance(error, ScenarioError) for error in caught.value.errors)
+
+
+def test_a_path_under_an_unreadable_folder_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Root reads everything, so EACCES is made by the OS call that meets it:
+    # Path.is_dir() raises PermissionError where os.stat() does.
+    locked = tmp_path / "locked" / "x.yaml"
+    real_stat = os.stat
+
+    def stat_denied(path: object, *args: object, **kwargs: object) -> os.stat_result:
+        if str(path).startswith(str(locked.parent)):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "stat", stat_denied)
+    with pytest.raises(ScenarioError) as caught:
+        load_scenarios([locked])
+    assert str(caught.value).splitlines() == [
+        f"{locked}: cannot read file: permission denied"
+    ]
