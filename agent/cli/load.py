@@ -143,6 +143,15 @@ def worker_argv(
     argv += ["--seed", str(seed), "--run-id", run_id, "--workers", "1"]
     if args.start_at is not None:
         argv += ["--start-at", str(args.start_at)]
+    # What each call is (its far end, its network) must be the parent's, or
+    # the workers place other calls than a one-worker run would.
+    for option, value in (
+        ("--target", getattr(args, "target", None)),
+        ("--token", getattr(args, "token", None)),
+        ("--lab", getattr(args, "lab", None)),
+    ):
+        if value is not None:
+            argv += [option, str(value)]
     at_once = args.scenarios_at_once or SCENARIOS_PER_WORKER * workers
     argv += ["--scenarios-at-once", str(per_worker_at_once(at_once, workers))]
     return [*argv, "--worker-stream", "--quiet"]

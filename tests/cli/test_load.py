@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from agent.cli.load import worker_argv
+from agent.cli.main import build_parser
+
 ROOT = Path(__file__).resolve().parents[2]
 CALLAGENT = [sys.executable, "-m", "agent.cli"]
 
@@ -354,3 +357,16 @@ def test_a_worker_that_dies_is_a_missing_shard_not_a_lost_run(
     data = load(report)
     assert data["complete"] is False and data["shards"]["missing"] == [0]
     assert [call["id"] for call in data["calls"]] == ["x#2"]
+
+
+def test_workers_place_the_parents_calls_far_end_and_network_included() -> None:
+    # A worker that did not get --target or --lab would call the built-in far
+    # end on loopback: other calls than the one-worker run places.
+    args = build_parser().parse_args(
+        ["run", "s.yaml", "--target", "browser:chromium", "--lab", "kernel"]
+    )
+    argv = worker_argv(args, 0, 2, seed=7, run_id="r1")
+    assert argv[argv.index("--target") + 1] == "browser:chromium"
+    assert argv[argv.index("--lab") + 1] == "kernel"
+    plain = worker_argv(build_parser().parse_args(["run", "s.yaml"]), 1, 2, 7, "r1")
+    assert "--target" not in plain and "--lab" not in plain
