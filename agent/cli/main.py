@@ -86,6 +86,8 @@ logger = logging.getLogger("agent.cli")
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 #: every call passed or was inconclusive, and at least one was inconclusive
 EXIT_INCONCLUSIVE = 3
+#: Seconds from spawning the workers to their common start.
+WORKERS_START_LEAD_S = 2.5
 
 #: Options naming a file the command writes; checked before anything runs.
 OUTPUT_FILE_OPTIONS = {
@@ -418,6 +420,10 @@ async def run_scenarios(
             )
             return
         progress.total = calls
+        if getattr(args, "start_at", None) is None:
+            # One wall-clock start for every worker, so a ramp counts from the
+            # same moment in each (a worker's imports take a second or two).
+            args.start_at = time.time() + WORKERS_START_LEAD_S
         outcomes[:] = [WorkerOutcome(i) for i in range(workers)]
         await run_workers(
             lambda i: worker_argv(args, i, workers, runner.seed, meta["run_id"]),

@@ -33,7 +33,11 @@ expect:
   max_media_gap_ms: 200
 """
     )
-    failed = [c for c in result["expectations"]["checks"] if not c["passed"]]
+    failed = [
+        c
+        for c in result["expectations"]["checks"]
+        if not c["passed"] and not c.get("inconclusive")  # a busy host's stall
+    ]
     assert not failed, failed
     faults = [e for e in result["events"] if e["type"].startswith("fault_")]
     assert [e["type"] for e in faults] == ["fault_start", "fault_end"]
