@@ -46,5 +46,7 @@ if [ $dev -eq 1 ]; then
   bash scripts/install-browsers.sh
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
+  # The built-in suite's firewall_overflow runs in the kernel lab.
+  apt_install iproute2 nftables conntrack
 fi
 echo "setup: ready ($(.venv/bin/callagent --version))"
