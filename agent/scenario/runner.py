@@ -175,6 +175,13 @@ def shard_plan(
     plan: list[tuple[Scenario, list[int]]] = []
     run_index = 0
     for scenario in scenarios:
+        if scenario.network.shared:
+            # Its calls share one lab NAT (a state table that fills up): they
+            # cannot be split over processes, so one shard runs them all.
+            if run_index % shard.count == shard.index:
+                plan.append((scenario, list(range(scenario.calls))))
+            run_index += scenario.calls
+            continue
         indices = []
         for index in range(scenario.calls):
             if run_index % shard.count == shard.index:

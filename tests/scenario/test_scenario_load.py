@@ -79,3 +79,17 @@ def test_a_call_keeps_its_seed_whichever_shard_runs_it() -> None:
 def test_a_shard_outside_the_count_does_not_exist(index: int, count: int) -> None:
     with pytest.raises(ValueError, match="does not exist"):
         Shard(index, count)
+
+
+def test_a_shared_lab_scenario_is_never_split_over_shards() -> None:
+    # Its calls fill one lab NAT's state table: split over two worker
+    # processes, each would build its own half-empty table.
+    shared = scenario(
+        "calls: 10\nnetwork: {lab: kernel, shared: true, max_flows: 20}\n"
+    )
+    plain = scenario("calls: 3\n")
+    shards = [shard_plan([plain, shared], Shard(i, 2)) for i in range(2)]
+    holding = [plan for plan in shards if any(s is shared for s, _ in plan)]
+    assert len(holding) == 1
+    (indices,) = [ix for s, ix in holding[0] if s is shared]
+    assert indices == list(range(10))
