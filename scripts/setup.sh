@@ -3,7 +3,8 @@
 # .venv with the pinned dependencies. `--dev` adds the test tools and the Debian
 # packages the tests need (headless Chromium and Firefox ESR as remote peers,
 # iproute2/nftables/conntrack for the network lab, tcpdump for the lab's capture
-# tests and benchmarks/wirecheck.py). Idempotent: re-running is cheap.
+# tests and benchmarks/wirecheck.py, GStreamer's webrtcbin for the gstreamer
+# target). Idempotent: re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,6 +45,8 @@ if [ $dev -eq 1 ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
   apt_install iproute2 nftables conntrack tcpdump
   bash scripts/install-browsers.sh
+  # The gstreamer target's tests: webrtcbin through the system Python.
+  bash scripts/install-gstreamer.sh
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
   # The built-in suite's firewall_overflow runs in the kernel lab.

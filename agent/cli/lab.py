@@ -24,11 +24,13 @@ from typing import Any
 
 from rich.console import Console
 
+from agent.cli.targeting import scenario_target
 from agent.errors import UsageError
 from agent.net.lab import Lab, Role, clean, unavailable_reason
 from agent.scenario.loader import load_scenarios
 from agent.scenario.model import Scenario
 from agent.scenario.network import kernel_refusal
+from agent.targets.spec import Target
 
 __all__ = ["add_lab_parser", "cmd_lab", "lab_preflight"]
 
@@ -46,12 +48,26 @@ def add_lab_parser(sub: Any) -> None:
 
 
 def lab_preflight(
-    scenarios: list[Scenario], forced: str | None, *, here: bool = True
+    scenarios: list[Scenario],
+    forced: str | None,
+    *,
+    here: bool = True,
+    target: Target | None = None,
 ) -> None:
     """Refuse, in one line (UsageError: exit 2), a kernel lab that cannot
     express a scenario or (``here``) cannot be built on this host; nothing
-    when no scenario runs in a kernel lab."""
-    kernel = [s for s in scenarios if (forced or s.network.lab) == "kernel"]
+    when no scenario runs in a kernel lab (the file's, ``--lab``, or one its
+    target needs)."""
+
+    def in_lab(scenario: Scenario) -> bool:
+        if forced is not None:
+            return forced == "kernel"
+        return (
+            scenario_target(scenario, target).needs_lab
+            or scenario.network.lab == "kernel"
+        )
+
+    kernel = [s for s in scenarios if in_lab(s)]
     if not kernel:
         return
     for scenario in kernel:

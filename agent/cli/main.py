@@ -331,7 +331,7 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)  # before any call (exit 2)
-    lab_preflight(scenarios, args.lab)
+    lab_preflight(scenarios, args.lab, target=args.target)
     return await run_scenarios(args, console, scenarios)
 
 
@@ -581,7 +581,7 @@ async def _refresh(live: Live, render: Any) -> None:
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)
-    lab_preflight(scenarios, args.lab, here=False)
+    lab_preflight(scenarios, args.lab, here=False, target=args.target)
     for scenario in scenarios:
         console.print(
             f"ok  {scenario.name}: {len(scenario.steps)} steps, {scenario.duration:g} s"

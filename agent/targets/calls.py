@@ -26,6 +26,13 @@ def call_factory(target: Target, *, token: str | None = None) -> CallFactory:
             return WhipClientCall(config, url, token=token)
 
         return whip_call
+    if target.kind is TargetKind.GSTREAMER:
+        from agent.targets.gstreamer import GStreamerCall
+
+        def gstreamer_call(config: CallConfig) -> Call:
+            return GStreamerCall(config, target)
+
+        return gstreamer_call
     # Imported here: the browser drivers are only loaded when a browser is used.
     from agent.targets.browser.call import BrowserCall
 

@@ -152,6 +152,7 @@ def row_of(
         note = "recovered, better than its capabilities promise"
     if verdict == "XFAIL":
         note = note or "not expected to recover (see the target's capabilities)"
+    note = "; ".join(filter(None, [note, *_unfinished(call)]))
     return MatrixRow(
         scenario=str(call.get("scenario", "")),
         cause=cause,
@@ -169,6 +170,25 @@ def row_of(
 
 #: (field, title): restarts/rehandshakes by the agent (A) and the far end (F);
 #: gaps in ms, each way
+def _unfinished(call: Mapping[str, Any]) -> list[str]:
+    """Restarts and rehandshakes that did not complete: a PASS row whose
+    media was fine may still hide a far end that refused the agent's step."""
+    said: list[str] = []
+    for event in call.get("events", []):
+        kind = event.get("type")
+        if kind not in ("ice_restart", "dtls_rehandshake"):
+            continue
+        outcome = (event.get("detail") or {}).get("outcome")
+        if outcome in (None, "completed"):
+            continue
+        what = "ICE restart" if kind == "ice_restart" else "DTLS rehandshake"
+        if outcome == "rejected":
+            said.append(f"{what} rejected: the far end kept its ICE credentials")
+        else:
+            said.append(f"{what} {outcome}")
+    return list(dict.fromkeys(said))
+
+
 def _silences(
     call: Mapping[str, Any], to_agent: Mapping[str, Any], view: Mapping[str, Any] | None
 ) -> list[str]:

@@ -18,7 +18,9 @@ Target syntax:
   its WHIP client;
 * ``browser:chromium``, ``browser:firefox``: launched headless by callagent,
   which serves the page; the page calls the agent over ``/ws``;
-* ``janus+http://…/janus``, ``gstreamer``: recognised, refused in one line.
+* ``gstreamer``: GStreamer's webrtcbin in a child process of the system
+  Python (:mod:`agent.targets.gstreamer`);
+* ``janus+http://…/janus``: recognised, refused in one line.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class TargetKind(StrEnum):
     AGENT = "agent"
     WHIP = "whip"
     BROWSER = "browser"
+    GSTREAMER = "gstreamer"
 
 
 @dataclass(frozen=True)
@@ -113,11 +116,22 @@ BROWSER_CAPABILITIES = {
         answers_reoffers=True,
     ),
 }
+#: Measured here with Debian's GStreamer 1.22 (docs/targets.md): webrtcbin
+#: answers re-offers but keeps its ufrag on a restart (the agent's restart is
+#: ``rejected``), has no API to restart or change its certificate by itself.
+GSTREAMER_CAPABILITIES = Capabilities(
+    restart_ice=False,
+    change_certificate=False,
+    # libnice learns the agent's new peer-reflexive address (~0.8 s, measured)
+    follows_moved_peer=True,
+    trickles=False,
+    hang_up=False,
+    answers_reoffers=True,
+)
 #: Recognised, not built yet: one line, not "unknown target".
 LATER = {
     "janus+http": "Janus (echotest over the HTTP API)",
     "janus+https": "Janus (echotest over the HTTP API)",
-    "gstreamer": "GStreamer webrtcbin",
 }
 
 
@@ -136,6 +150,12 @@ class Target:
     @property
     def is_agent(self) -> bool:
         return self.kind is TargetKind.AGENT
+
+    @property
+    def needs_lab(self) -> bool:
+        """Its ICE (libnice) skips loopback: its calls run in a kernel lab,
+        the far end in the outside namespace."""
+        return self.kind is TargetKind.GSTREAMER
 
     def __str__(self) -> str:
         return self.text
@@ -158,6 +178,8 @@ def parse_target(text: str | None) -> Target:
         return Target(
             text, TargetKind.BROWSER, BROWSER_CAPABILITIES[name], browser=name
         )
+    if text == "gstreamer":
+        return Target(text, TargetKind.GSTREAMER, GSTREAMER_CAPABILITIES)
     if sep and scheme in ("whip+http", "whip+https"):
         if not rest or rest.startswith("/"):
             raise TargetError(f"target {shown!r} has no host")
@@ -168,7 +190,7 @@ def parse_target(text: str | None) -> Target:
         raise TargetError(f"target {shown!r}: {later} is not available in this version")
     raise TargetError(
         f"unknown target {shown!r}; use agent, whip+http(s)://HOST/PATH, "
-        "browser:chromium or browser:firefox"
+        "browser:chromium, browser:firefox or gstreamer"
     )
 
 

@@ -38,11 +38,19 @@ def test_browsers_cannot_change_a_live_certificate() -> None:
         assert caps.restart_ice and not caps.change_certificate
 
 
+def test_gstreamer_is_a_lab_target_that_cannot_restart() -> None:
+    target = parse_target("gstreamer")
+    assert target.kind is TargetKind.GSTREAMER and target.needs_lab
+    caps = target.capabilities
+    assert not caps.restart_ice and not caps.change_certificate
+    assert caps.answers_reoffers
+    assert not parse_target("browser:chromium").needs_lab
+
+
 @pytest.mark.parametrize(
     ("text", "said"),
     [
         ("janus+http://127.0.0.1:8088/janus", "not available in this version"),
-        ("gstreamer", "not available in this version"),
         ("browser:safari", "unknown browser target"),
         ("whip+http://", "has no host"),
         ("sip:alice@example", "unknown target"),
