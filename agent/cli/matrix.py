@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli.lab import lab_preflight
 from agent.cli.outputs import output_path
 from agent.cli.targeting import check_targets
 from agent.errors import ScenarioError
@@ -118,6 +119,8 @@ async def cmd_matrix(
     scenarios = load_scenarios([args.scenarios])
     refused = {s.name: why for s in scenarios if (why := _refusal(s, target))}
     runnable = [s for s in scenarios if s.name not in refused]
+    # A target that lives in the kernel lab (libnice) needs root: say so once.
+    lab_preflight(runnable, None, target=target)
     calls: list[dict[str, Any]] = []
     run_code = 0
     if runnable:
