@@ -119,29 +119,6 @@ class GStreamerCall(RemoteCall):
             reply = await self._reply("answer", self.config.connect_timeout_s)
         return str(reply["sdp"])
 
-    # -- the far end's steps ----------------------------------------------
-    async def restart_ice(self, side: Side, cause: str | None) -> None:
-        if side is not self.local_side:
-            raise CallError(f"{self.target} cannot restart ICE by itself")
-        await super().restart_ice(side, cause)
-
-    async def rehandshake_dtls(
-        self,
-        side: Side,
-        *,
-        rotate_certificate: bool,
-        ice_restart: bool,
-        cause: str | None,
-    ) -> None:
-        if side is not self.local_side:
-            raise CallError(f"{self.target} cannot start a DTLS rehandshake")
-        await super().rehandshake_dtls(
-            side,
-            rotate_certificate=rotate_certificate,
-            ice_restart=ice_restart,
-            cause=cause,
-        )
-
     # -- the pipe --------------------------------------------------------
     async def _send(self, message: dict[str, Any]) -> None:
         process = self.process

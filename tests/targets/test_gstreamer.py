@@ -12,16 +12,15 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from agent.net.lab.shell import unavailable_reason
+from tests.support.callagent_cli import CALLAGENT, ROOT
 from tests.support.report_schema import assert_matches_schema
 
-ROOT = Path(__file__).resolve().parents[2]
 MATRIX = ROOT / "scenarios" / "matrix"
 
 
@@ -36,7 +35,7 @@ def callagent(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "agent.cli.main", *args],
+        [*CALLAGENT, *args],
         cwd=ROOT,
         capture_output=True,
         text=True,
