@@ -51,7 +51,6 @@ def netns() -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_baseline_restart_and_rebind_against_webrtcbin(tmp_path: Path) -> None:
-    before = netns()
     report_path = tmp_path / "r.json"
     done = callagent(
         "run",
@@ -72,7 +71,9 @@ def test_baseline_restart_and_rebind_against_webrtcbin(tmp_path: Path) -> None:
         "matrix-ice-restart-agent",
         "matrix-nat-rebind-no-recovery",
     }, done.stdout + done.stderr
-    assert netns() == before, "the gstreamer calls left lab namespaces behind"
+    run_ids = {c["lab"]["run_id"] for c in calls.values()}
+    left = [n for n in netns() for run in run_ids if n.startswith(f"ca-{run}-")]
+    assert not left, f"the gstreamer calls left lab namespaces behind: {left}"
 
     baseline = calls["matrix-baseline"]
     assert baseline["expectations"]["passed"], baseline["expectations"]
