@@ -70,6 +70,9 @@ class Capabilities:
     hang_up: bool
     #: answers re-offers from the agent (anything but an ICE restart needs one)
     answers_reoffers: bool
+    #: handshakes a new DTLS association when the agent re-offers a new
+    #: certificate fingerprint with an ICE restart (RFC 8842 §5); None: not known
+    takes_new_certificate: bool | None
 
     def as_dict(self) -> dict[str, bool | None]:
         return dataclasses.asdict(self)
@@ -82,6 +85,7 @@ AGENT_CAPABILITIES = Capabilities(
     trickles=False,
     hang_up=True,
     answers_reoffers=True,
+    takes_new_certificate=True,
 )
 #: What RFC 9725 lets any endpoint do: the client restarts, nothing else.
 WHIP_CAPABILITIES = Capabilities(
@@ -91,6 +95,7 @@ WHIP_CAPABILITIES = Capabilities(
     trickles=False,
     hang_up=False,
     answers_reoffers=False,
+    takes_new_certificate=False,
 )
 #: Measured here (docs/targets.md): both restart with pc.restartIce(); no
 #: browser can change a live RTCPeerConnection's certificate.
@@ -102,6 +107,7 @@ BROWSER_CAPABILITIES = {
         trickles=True,
         hang_up=True,
         answers_reoffers=True,
+        takes_new_certificate=True,
     ),
     "firefox": Capabilities(
         restart_ice=True,
@@ -111,6 +117,11 @@ BROWSER_CAPABILITIES = {
         trickles=True,
         hang_up=True,
         answers_reoffers=True,
+        # Measured (docs/targets.md): Firefox ESR 153 answers the re-offer and
+        # completes the ICE restart, but keeps its first DTLS association and
+        # never answers the agent's new handshake (its MediaTransportHandler
+        # builds a transport's DTLS flow only when it has none).
+        takes_new_certificate=False,
     ),
 }
 #: Recognised, not built yet: one line, not "unknown target".
