@@ -37,11 +37,11 @@ from agent.targets.matrix import (
     COLUMNS,
     MatrixRow,
     cell,
-    expects_recovery,
     matrix_json,
     matrix_junit,
     matrix_markdown,
     row_of,
+    shortfall,
 )
 from agent.targets.spec import Target, TargetError, parse_target
 
@@ -151,7 +151,7 @@ async def cmd_matrix(
             row_of(
                 call,
                 cause=cause,
-                expect_recovery=expects_recovery(scenario.name, target),
+                shortfall=shortfall(scenario.name, target),
                 passed=bool(call.get("expectations", {}).get("passed")),
             )
         )

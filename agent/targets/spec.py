@@ -73,6 +73,12 @@ class Capabilities:
     hang_up: bool
     #: answers re-offers from the agent (anything but an ICE restart needs one)
     answers_reoffers: bool
+    #: handshakes a new DTLS association when the agent re-offers a new
+    #: certificate fingerprint with an ICE restart (RFC 8842 §5); None: not known
+    takes_new_certificate: bool | None
+    #: answers the agent's ICE restart with new credentials (RFC 8445 §9); an
+    #: answer with its old ones makes the restart ``rejected``
+    takes_ice_restart: bool | None = True
 
     def as_dict(self) -> dict[str, bool | None]:
         return dataclasses.asdict(self)
@@ -85,6 +91,7 @@ AGENT_CAPABILITIES = Capabilities(
     trickles=False,
     hang_up=True,
     answers_reoffers=True,
+    takes_new_certificate=True,
 )
 #: What RFC 9725 lets any endpoint do: the client restarts, nothing else.
 WHIP_CAPABILITIES = Capabilities(
@@ -94,6 +101,7 @@ WHIP_CAPABILITIES = Capabilities(
     trickles=False,
     hang_up=False,
     answers_reoffers=False,
+    takes_new_certificate=False,
 )
 #: Measured here (docs/targets.md): both restart with pc.restartIce(); no
 #: browser can change a live RTCPeerConnection's certificate.
@@ -105,6 +113,7 @@ BROWSER_CAPABILITIES = {
         trickles=True,
         hang_up=True,
         answers_reoffers=True,
+        takes_new_certificate=True,
     ),
     "firefox": Capabilities(
         restart_ice=True,
@@ -114,6 +123,11 @@ BROWSER_CAPABILITIES = {
         trickles=True,
         hang_up=True,
         answers_reoffers=True,
+        # Measured (docs/targets.md): Firefox ESR 153 answers the re-offer and
+        # completes the ICE restart, but keeps its first DTLS association and
+        # never answers the agent's new handshake (its MediaTransportHandler
+        # builds a transport's DTLS flow only when it has none).
+        takes_new_certificate=False,
     ),
 }
 #: Measured here with Debian's GStreamer 1.22 (docs/targets.md): webrtcbin
@@ -127,6 +141,9 @@ GSTREAMER_CAPABILITIES = Capabilities(
     trickles=False,
     hang_up=False,
     answers_reoffers=True,
+    # A restart rides on the rejected ICE restart: never completes.
+    takes_new_certificate=False,
+    takes_ice_restart=False,
 )
 #: Recognised, not built yet: one line, not "unknown target".
 LATER = {

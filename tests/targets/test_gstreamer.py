@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,6 @@ import pytest
 
 from agent.net.lab.shell import unavailable_reason
 from tests.support.callagent_cli import CALLAGENT, ROOT
-from tests.support.report_schema import assert_matches_schema
 
 MATRIX = ROOT / "scenarios" / "matrix"
 
@@ -51,21 +51,24 @@ def netns() -> list[str]:
 
 @pytest.mark.timeout(300)
 def test_baseline_restart_and_rebind_against_webrtcbin(tmp_path: Path) -> None:
-    report_path = tmp_path / "r.json"
+    # Three rows of the resilience matrix, through `callagent matrix`.
+    rows_dir = tmp_path / "rows"
+    rows_dir.mkdir()
+    for name in ("baseline", "ice_restart_agent", "nat_rebind_no_recovery"):
+        shutil.copy(MATRIX / f"{name}.yaml", rows_dir)
+    matrix_path = tmp_path / "m.json"
     done = callagent(
-        "run",
-        str(MATRIX / "baseline.yaml"),
-        str(MATRIX / "ice_restart_agent.yaml"),
-        str(MATRIX / "nat_rebind_no_recovery.yaml"),
+        "matrix",
         "--target",
         "gstreamer",
+        "--scenarios",
+        str(rows_dir),
         "--report",
-        str(report_path),
-        "--quiet",
+        str(matrix_path),
     )
-    report = json.loads(report_path.read_text())
-    assert_matches_schema(report)
-    calls: dict[str, dict[str, Any]] = {c["scenario"]: c for c in report["calls"]}
+    doc = json.loads(matrix_path.read_text())
+    rows = {row["scenario"]: row for row in doc["rows"]}
+    calls: dict[str, dict[str, Any]] = {c["scenario"]: c for c in doc["calls"]}
     assert set(calls) == {
         "matrix-baseline",
         "matrix-ice-restart-agent",
@@ -76,7 +79,7 @@ def test_baseline_restart_and_rebind_against_webrtcbin(tmp_path: Path) -> None:
     assert not left, f"the gstreamer calls left lab namespaces behind: {left}"
 
     baseline = calls["matrix-baseline"]
-    assert baseline["expectations"]["passed"], baseline["expectations"]
+    assert rows["matrix-baseline"]["verdict"] == "PASS", rows
     assert baseline["lab"] is not None  # libnice: the call ran in the kernel lab
     view = baseline["sides"]["callee"]["view"]
     assert view["source"] == "webrtcbin get-stats"
@@ -85,7 +88,8 @@ def test_baseline_restart_and_rebind_against_webrtcbin(tmp_path: Path) -> None:
     assert baseline["media"]["callee_to_caller"]["packets_received"] > 250
 
     # webrtcbin answers the agent's restart offer with its old ufrag: the
-    # restart is `rejected`, the old generation stays, media never stops.
+    # restart is `rejected`, the old generation stays, media never stops;
+    # the row is the expected failure its capabilities declare.
     restart = calls["matrix-ice-restart-agent"]
     events = [e for e in restart["events"] if e["type"] == "ice_restart"]
     assert [e["detail"]["outcome"] for e in events] == ["rejected"], events
@@ -93,12 +97,14 @@ def test_baseline_restart_and_rebind_against_webrtcbin(tmp_path: Path) -> None:
     assert view["reoffers_answered"] == 1 and len(view["local_ufrags"]) == 1, view
     assert restart["final_state"] == "connected" and view["inbound_recent"]
     assert restart["media"]["callee_to_caller"]["max_gap_ms"] < 500
+    row = rows["matrix-ice-restart-agent"]
+    assert row["verdict"] == "XFAIL" and "old credentials" in row["note"], row
 
     # The agent's NAT rebinds and nobody restarts: libnice learns the new
     # peer-reflexive address and sends there (measured: ~0.8 s of silence).
     rebind = calls["matrix-nat-rebind-no-recovery"]
+    assert rows["matrix-nat-rebind-no-recovery"]["verdict"] == "PASS", rows
     assert rebind["metrics"]["ice_restarts"]["total"] == 0
-    assert rebind["final_state"] == "connected"
     assert rebind["sides"]["callee"]["view"]["inbound_recent"]
     last = rebind["media"]["callee_to_caller"]["last_arrival_ms"]
     assert last > rebind["duration_ms"] - 1500
