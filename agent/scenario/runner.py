@@ -280,6 +280,8 @@ class ScenarioRunner:
         return call_factory(self.target_of(scenario), token=self._token)
 
     def lab_mode(self, scenario: Scenario) -> LabMode:
+        if self.target_of(scenario).needs_lab:
+            return "kernel"  # the far end itself lives in the lab (janus)
         return self.lab or scenario.network.lab
 
     def new_lab(self, scenario: Scenario, seed: int) -> Lab:

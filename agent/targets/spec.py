@@ -18,7 +18,12 @@ Target syntax:
   its WHIP client;
 * ``browser:chromium``, ``browser:firefox``: launched headless by callagent,
   which serves the page; the page calls the agent over ``/ws``;
-* ``janus+http://…/janus``, ``gstreamer``: recognised, refused in one line.
+* ``janus``: a Janus (echotest over its HTTP API) that callagent launches
+  in the call's kernel lab, behind nothing, with the agent behind the lab's
+  NAT; ``janus+http(s)://HOST:PORT/janus[?admin=URL&secret=S]``: a Janus of
+  the user's own, reached from this host's namespace (with its admin API,
+  ``handle_info`` becomes the far end's view);
+* ``gstreamer``: recognised, refused in one line.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from agent.errors import UsageError
 from agent.net.faults import FAULTS
@@ -51,6 +57,7 @@ class TargetKind(StrEnum):
     AGENT = "agent"
     WHIP = "whip"
     BROWSER = "browser"
+    JANUS = "janus"
 
 
 @dataclass(frozen=True)
@@ -70,6 +77,9 @@ class Capabilities:
     hang_up: bool
     #: answers re-offers from the agent (anything but an ICE restart needs one)
     answers_reoffers: bool
+    #: handshakes again when the agent re-offers a new DTLS certificate
+    #: (RFC 8829 §5.11); None: not known
+    takes_new_certificate: bool | None = None
 
     def as_dict(self) -> dict[str, bool | None]:
         return dataclasses.asdict(self)
@@ -113,10 +123,23 @@ BROWSER_CAPABILITIES = {
         answers_reoffers=True,
     ),
 }
+#: Janus 1.1.2's echotest, measured here (issue 13, docs/targets.md): it
+#: answers the agent's re-offers (an ICE restart moves its pair in 30-45 ms)
+#: but never starts one; it stores a new remote fingerprint and never
+#: handshakes again; after the agent's port changes it keeps sending to the
+#: old one; it hangs up only when its session goes.
+JANUS_CAPABILITIES = Capabilities(
+    restart_ice=False,
+    change_certificate=False,
+    follows_moved_peer=False,
+    # half-trickle: it takes trickled candidates, its own are in its answer
+    trickles=False,
+    hang_up=False,
+    answers_reoffers=True,
+    takes_new_certificate=False,
+)
 #: Recognised, not built yet: one line, not "unknown target".
 LATER = {
-    "janus+http": "Janus (echotest over the HTTP API)",
-    "janus+https": "Janus (echotest over the HTTP API)",
     "gstreamer": "GStreamer webrtcbin",
 }
 
@@ -128,10 +151,24 @@ class Target:
     text: str
     kind: TargetKind
     capabilities: Capabilities
-    #: the WHIP endpoint (``http(s)://…``, the ``whip+`` dropped)
+    #: the WHIP endpoint or the user's Janus API (``http(s)://…``, the
+    #: ``whip+`` / ``janus+`` dropped); None for a Janus callagent launches
     url: str | None = None
     #: ``chromium`` or ``firefox``
     browser: str | None = None
+    #: a user's Janus: its admin API and secret (``?admin=…&secret=…``)
+    admin_url: str | None = None
+    admin_secret: str | None = None
+
+    @property
+    def launches_janus(self) -> bool:
+        """callagent runs this far end itself, inside the call's kernel lab."""
+        return self.kind is TargetKind.JANUS and self.url is None
+
+    @property
+    def needs_lab(self) -> bool:
+        """Every call needs a kernel lab (the far end lives in it)."""
+        return self.launches_janus
 
     @property
     def is_agent(self) -> bool:
@@ -158,6 +195,10 @@ def parse_target(text: str | None) -> Target:
         return Target(
             text, TargetKind.BROWSER, BROWSER_CAPABILITIES[name], browser=name
         )
+    if text == "janus":
+        return Target(text, TargetKind.JANUS, JANUS_CAPABILITIES)
+    if sep and scheme in ("janus+http", "janus+https"):
+        return _janus_target(text, scheme, rest, shown)
     if sep and scheme in ("whip+http", "whip+https"):
         if not rest or rest.startswith("/"):
             raise TargetError(f"target {shown!r} has no host")
@@ -168,7 +209,39 @@ def parse_target(text: str | None) -> Target:
         raise TargetError(f"target {shown!r}: {later} is not available in this version")
     raise TargetError(
         f"unknown target {shown!r}; use agent, whip+http(s)://HOST/PATH, "
-        "browser:chromium or browser:firefox"
+        "browser:chromium, browser:firefox, janus or janus+http(s)://HOST/janus"
+    )
+
+
+def _janus_target(text: str, scheme: str, rest: str, shown: str) -> Target:
+    """``janus+http(s)://HOST:PORT/PATH[?admin=URL&secret=S]``."""
+    if not rest or rest.startswith("/"):
+        raise TargetError(f"target {shown!r} has no host")
+    where, _, query = rest.partition("?")
+    params = dict(parse_qsl(query, keep_blank_values=True))
+    admin, secret = params.pop("admin", None), params.pop("secret", None)
+    if params:
+        raise TargetError(
+            f"target {shown!r}: unknown parameter {sorted(params)[0]!r} "
+            "(known: admin, secret)"
+        )
+    if admin is not None and not admin.startswith(("http://", "https://")):
+        raise TargetError(f"target {shown!r}: admin must be an http(s):// URL")
+    if secret is not None and admin is None:
+        raise TargetError(f"target {shown!r}: secret without admin")
+    url = f"{scheme.removeprefix('janus+')}://{where}"
+    # What the report shows: never the admin secret.
+    shown_params = {} if admin is None else {"admin": admin}
+    text = f"{scheme}://{where}" + (
+        f"?{urlencode(shown_params)}" if shown_params else ""
+    )
+    return Target(
+        text,
+        TargetKind.JANUS,
+        JANUS_CAPABILITIES,
+        url=url,
+        admin_url=admin,
+        admin_secret=secret,
     )
 
 
