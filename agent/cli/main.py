@@ -5,7 +5,8 @@
     callagent run SCENARIO... [--report R.json] [--junit J.xml] [--openmetrics M.prom]
     callagent check SCENARIO...        validate scenario files, run nothing
     callagent matrix --target T        the resilience matrix of a far end
-    (run/check/matrix: --target agent|whip+http(s)://…|browser:chromium|firefox)
+    (run/check/matrix: --target agent|whip+http(s)://…|browser:chromium|firefox|
+     janus|janus+http(s)://…/janus)
     callagent report out.json [--timeline] [--junit F] [--openmetrics F]
     callagent steps                    list the scenario steps this build knows
     callagent call URL [--scenario F] [--token T] [--report R.json]   WHIP client
@@ -331,7 +332,7 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)  # before any call (exit 2)
-    lab_preflight(scenarios, args.lab)
+    lab_preflight(scenarios, args.lab, target=args.target)
     return await run_scenarios(args, console, scenarios)
 
 
@@ -581,7 +582,7 @@ async def _refresh(live: Live, render: Any) -> None:
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)
-    lab_preflight(scenarios, args.lab, here=False)
+    lab_preflight(scenarios, args.lab, here=False, target=args.target)
     for scenario in scenarios:
         console.print(
             f"ok  {scenario.name}: {len(scenario.steps)} steps, {scenario.duration:g} s"

@@ -172,9 +172,7 @@ class JanusClient:
     # -- the API ----------------------------------------------------------
     async def info(self, *, timeout_s: float | None = None) -> dict[str, Any]:
         """``GET /info``: the server's name, version, plugins."""
-        reply = await self._call(
-            "GET", self.url / "info", "info", timeout_s=timeout_s
-        )
+        reply = await self._call("GET", self.url / "info", "info", timeout_s=timeout_s)
         return _checked(reply, "info")
 
     async def create_session(self) -> int:
@@ -287,9 +285,7 @@ class JanusClient:
         url = self._session_url.with_query(maxev=str(MAX_EVENTS))
         while True:
             try:
-                reply = await self._call(
-                    "GET", url, "long poll", timeout_s=LONG_POLL_S
-                )
+                reply = await self._call("GET", url, "long poll", timeout_s=LONG_POLL_S)
             except SignalingError as exc:
                 self.poll_error = str(exc)
                 logger.info("%s", exc)

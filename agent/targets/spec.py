@@ -124,14 +124,18 @@ BROWSER_CAPABILITIES = {
     ),
 }
 #: Janus 1.1.2's echotest, measured here (issue 13, docs/targets.md): it
-#: answers the agent's re-offers (an ICE restart moves its pair in 30-45 ms)
-#: but never starts one; it stores a new remote fingerprint and never
-#: handshakes again; after the agent's port changes it keeps sending to the
-#: old one; it hangs up only when its session goes.
+#: answers the agent's re-offers (an ICE restart moves its pair) but never
+#: starts one; it stores a new remote fingerprint and never handshakes again
+#: (media goes on over the old association); it hangs up only when its
+#: session goes. A moved peer: libnice (controlled) does not move on
+#: peer-reflexive checks alone (with ``ice_profile: rfc`` it keeps sending to
+#: the old port, as issue 13 saw), but it does move to a pair the agent
+#: nominates again, which the default libwebrtc profile does from the new
+#: port within a ping interval: measured, it follows.
 JANUS_CAPABILITIES = Capabilities(
     restart_ice=False,
     change_certificate=False,
-    follows_moved_peer=False,
+    follows_moved_peer=True,
     # half-trickle: it takes trickled candidates, its own are in its answer
     trickles=False,
     hang_up=False,

@@ -51,7 +51,7 @@ from agent.targets.janus.launcher import JanusProcess
 from agent.targets.janus.view import HandleSampler, far_end_view
 from agent.targets.spec import Target
 
-__all__ = ["JanusCall", "ECHOTEST"]
+__all__ = ["ECHOTEST", "JanusCall"]
 
 logger = logging.getLogger(__name__)
 
@@ -115,10 +115,12 @@ class JanusCall(RemoteCall):
             )
         lab = self.config.lab
         if lab is None:
-            raise CallError("the janus target runs Janus in a kernel lab (--lab kernel)")
+            raise CallError("the janus target runs Janus in the call's kernel lab")
         self.janus = JanusProcess(lab.lab.namespace(Role.OUTSIDE))
         await self.janus.start()
-        self.note(None, f"far end: Janus {self.janus.version} in {self.janus.namespace}")
+        self.note(
+            None, f"far end: Janus {self.janus.version} in {self.janus.namespace}"
+        )
         return JanusClient(
             self.janus.api_url,
             admin_url=self.janus.admin_url,
@@ -186,7 +188,8 @@ class JanusCall(RemoteCall):
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._take_view(), 5.0)
         try:
-            if self.janus is None or self.config.lab is None or not self.config.lab.owned:
+            lab = self.config.lab
+            if self.janus is None or lab is None or not lab.owned:
                 # Its session goes first: a user's Janus keeps running.
                 await super().close()
                 if self.client is not None:

@@ -37,8 +37,8 @@ from agent.net.lab import socket_in
 from agent.signaling.janus import JanusClient, SocketFactory
 
 __all__ = [
-    "API_PORT",
     "ADMIN_PORT",
+    "API_PORT",
     "JANUS_LIBDIR",
     "JanusProcess",
     "janus_unavailable",

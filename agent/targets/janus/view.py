@@ -129,9 +129,7 @@ def far_end_view(
 class HandleSampler:
     """Polls ``handle_info`` while the call runs; keeps every sample."""
 
-    def __init__(
-        self, fetch: Callable[[], Awaitable[dict[str, Any] | None]]
-    ) -> None:
+    def __init__(self, fetch: Callable[[], Awaitable[dict[str, Any] | None]]) -> None:
         self._fetch = fetch
         self.samples: list[HandleSample] = []
         self.errors: list[str] = []
