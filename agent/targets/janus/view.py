@@ -6,8 +6,9 @@ the call runs; :func:`far_end_view` folds the samples into the report's
 browser's getStats view): the selected pairs Janus used, its local ufrags (a
 restart the agent started adds one, Janus's answer), its ICE and DTLS state,
 the audio packets it received and sent, and the longest stretch in which its
-received count did not grow (the agent-to-Janus gap, at the sampling
-resolution). Pure folding, testable without a Janus.
+received count did not grow (the agent-to-Janus gap: a lower bound, the
+distance between two samples that saw audio arrive less one sampling
+period). Pure folding, testable without a Janus.
 """
 
 from __future__ import annotations
@@ -102,6 +103,9 @@ def far_end_view(
     end = samples[-1]
     if last_growth is not None:
         max_gap_s = max(max_gap_s, end.at - last_growth)
+    # Two samples a period apart that both saw audio arrive bound no gap at
+    # all: the silence between them is at least their distance less a period.
+    max_gap_s = max(0.0, max_gap_s - SAMPLE_S)
     dtls = _part(end.info, "dtls")
     flags = end.info.get("flags")
     ice_state = _part(end.info, "ice").get("state")
