@@ -163,6 +163,12 @@ class Target:
     #: a user's Janus: its admin API and secret (``?admin=…&secret=…``)
     admin_url: str | None = None
     admin_secret: str | None = None
+    #: what the user wrote, when ``text`` (shown, reported) leaves a secret out
+    written: str | None = None
+
+    def as_argument(self) -> str:
+        """The target as ``--target`` takes it (a worker process's argv)."""
+        return self.written or self.text
 
     @property
     def launches_janus(self) -> bool:
@@ -236,16 +242,17 @@ def _janus_target(text: str, scheme: str, rest: str, shown: str) -> Target:
     url = f"{scheme.removeprefix('janus+')}://{where}"
     # What the report shows: never the admin secret.
     shown_params = {} if admin is None else {"admin": admin}
-    text = f"{scheme}://{where}" + (
+    shown_text = f"{scheme}://{where}" + (
         f"?{urlencode(shown_params)}" if shown_params else ""
     )
     return Target(
-        text,
+        shown_text,
         TargetKind.JANUS,
         JANUS_CAPABILITIES,
         url=url,
         admin_url=admin,
         admin_secret=secret,
+        written=text,
     )
 
 

@@ -51,6 +51,8 @@ def test_janus_targets_launched_or_the_users_own() -> None:
     assert own.admin_secret == "s3"
     # The report and the terminal show the target, never its admin secret.
     assert "s3" not in str(own) and "admin=" in str(own)
+    # ... but a worker process gets it as written.
+    assert parse_target(own.as_argument()) == own
     caps = launched.capabilities
     assert not caps.restart_ice and not caps.change_certificate
     assert not caps.hang_up and caps.answers_reoffers
