@@ -88,7 +88,8 @@ def lab_preflight(
             raise UsageError(f"{scenario.name}: {reason}")
     reason = unavailable_reason() if here else None
     if reason is not None:
-        raise UsageError(f"--lab kernel: {reason}")
+        who = "--lab kernel" if forced or not janus_here else "--target janus"
+        raise UsageError(f"{who}: {reason}")
     reason = janus_unavailable() if here and janus_here else None
     if reason is not None:
         raise UsageError(reason)

@@ -237,14 +237,6 @@ class JanusClient:
         event_jsep = event.get("jsep")
         return data, event_jsep if isinstance(event_jsep, dict) else None
 
-    async def trickle_completed(self) -> None:
-        """Tell Janus no more candidates of ours will come."""
-        await self._request(
-            self._handle_url,
-            "trickle",
-            {"janus": "trickle", "candidate": {"completed": True}},
-        )
-
     async def handle_info(self) -> dict[str, Any] | None:
         """The admin API's view of our handle (None: no admin API given)."""
         if self.admin_url is None or self.handle_id is None:
