@@ -180,12 +180,10 @@ def _unfinished(call: Mapping[str, Any]) -> list[str]:
     said = []
     for event in call.get("events", []):
         kind = event.get("type")
-        # The agent's own side's record of it (a loopback call has both).
-        if kind not in ("ice_restart", "dtls_rehandshake") or event.get("side") not in (
-            None,
-            local,
-        ):
+        if kind not in ("ice_restart", "dtls_rehandshake"):
             continue
+        if event.get("side") not in (None, local):
+            continue  # the far side's record of it (a loopback call has both)
         outcome = (event.get("detail") or {}).get("outcome")
         if outcome in (None, "completed"):
             continue
