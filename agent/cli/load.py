@@ -145,8 +145,10 @@ def worker_argv(
         argv += ["--start-at", str(args.start_at)]
     # What each call is (its far end, its network) must be the parent's, or
     # the workers place other calls than a one-worker run would.
+    target = getattr(args, "target", None)
     for option, value in (
-        ("--target", getattr(args, "target", None)),
+        # as written: its shown form leaves a Janus admin secret out
+        ("--target", None if target is None else target.as_argument()),
         ("--token", getattr(args, "token", None)),
         ("--lab", getattr(args, "lab", None)),
     ):

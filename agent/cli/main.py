@@ -5,7 +5,8 @@
     callagent run SCENARIO... [--report R.json] [--junit J.xml] [--openmetrics M.prom]
     callagent check SCENARIO...        validate scenario files, run nothing
     callagent matrix --target T        the resilience matrix of a far end
-    (run/check/matrix: --target agent|whip+http(s)://…|browser:chromium|firefox)
+    (run/check/matrix: --target agent|whip+http(s)://…|browser:chromium|firefox|
+     janus|janus+http(s)://…/janus)
     callagent report out.json [--timeline] [--junit F] [--openmetrics F]
     callagent steps                    list the scenario steps this build knows
     callagent call URL [--scenario F] [--token T] [--report R.json]   WHIP client

@@ -74,7 +74,9 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
         "--target",
         type=target_arg,
         help="the far end: agent (default), whip+http(s)://HOST/PATH, "
-        "browser:chromium, browser:firefox (overrides a file's target:)",
+        "browser:chromium, browser:firefox, janus (launched in the kernel lab), "
+        "janus+http(s)://HOST:PORT/janus[?admin=URL&secret=S] "
+        "(overrides a file's target:)",
     )
     if not any(a.dest == "token" for a in parser._actions):
         parser.add_argument(
@@ -119,8 +121,8 @@ async def cmd_matrix(
     scenarios = load_scenarios([args.scenarios])
     refused = {s.name: why for s in scenarios if (why := _refusal(s, target))}
     runnable = [s for s in scenarios if s.name not in refused]
-    # A target that lives in the kernel lab (libnice) needs root: say so once.
-    lab_preflight(runnable, None, target=target)
+    # A far end that lives in the kernel lab (janus, gstreamer): one line if it cannot.
+    lab_preflight(runnable, getattr(args, "lab", None), target=target)
     calls: list[dict[str, Any]] = []
     run_code = 0
     if runnable:

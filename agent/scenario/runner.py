@@ -280,12 +280,10 @@ class ScenarioRunner:
         return call_factory(self.target_of(scenario), token=self._token)
 
     def lab_mode(self, scenario: Scenario) -> LabMode:
-        if self.lab is not None:
-            return self.lab
-        # A far end that cannot gather on loopback (libnice) lives in a lab.
+        # A far end that lives in the lab itself (libnice: janus, gstreamer).
         if self._call_factory is None and self.target_of(scenario).needs_lab:
             return "kernel"
-        return scenario.network.lab
+        return self.lab or scenario.network.lab
 
     def new_lab(self, scenario: Scenario, seed: int) -> Lab:
         """A lab for ``scenario`` (not built yet), index from the pool."""

@@ -33,6 +33,13 @@ def call_factory(target: Target, *, token: str | None = None) -> CallFactory:
             return GStreamerCall(config, target)
 
         return gstreamer_call
+    if target.kind is TargetKind.JANUS:
+        from agent.targets.janus.call import JanusCall
+
+        def janus_call(config: CallConfig) -> Call:
+            return JanusCall(config, target)
+
+        return janus_call
     # Imported here: the browser drivers are only loaded when a browser is used.
     from agent.targets.browser.call import BrowserCall
 

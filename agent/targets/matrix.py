@@ -164,11 +164,10 @@ def row_of(
         note = "; ".join(filter(None, [note, *_failed_checks(call)]))
     if verdict == "PASS" and shortfall is not None:
         note = "recovered, better than its capabilities promise"
+    # Even a PASS row says when the far end refused the agent's step.
+    note = "; ".join(filter(None, [note, *_unfinished(call)]))
     if verdict == "XFAIL":
         note = "; ".join(filter(None, [f"expected: the far end {shortfall}", note]))
-    if passed:
-        # Media was fine, but a far end may still have refused the agent's step.
-        note = "; ".join(filter(None, [note, *_unfinished(call)]))
     return MatrixRow(
         scenario=str(call.get("scenario", "")),
         cause=cause,
@@ -185,21 +184,25 @@ def row_of(
 
 
 def _unfinished(call: Mapping[str, Any]) -> list[str]:
-    """Restarts and rehandshakes that did not complete: a PASS row whose
-    media was fine may still hide a far end that refused the agent's step."""
+    """Restarts and rehandshakes that did not complete, in words: a call can
+    stay up on the old association while a new one never came (Janus after
+    the agent's new certificate, GStreamer after the agent's ICE restart)."""
+    local = str(call.get("local_side", "caller"))
     said: list[str] = []
     for event in call.get("events", []):
         kind = event.get("type")
         if kind not in ("ice_restart", "dtls_rehandshake"):
             continue
+        if event.get("side") not in (None, local):
+            continue  # the far side's record of it (a loopback call has both)
         outcome = (event.get("detail") or {}).get("outcome")
         if outcome in (None, "completed"):
             continue
+        who = "agent" if event.get("initiator") == "local" else "far end"
         what = "ICE restart" if kind == "ice_restart" else "DTLS rehandshake"
         if outcome == "rejected":
-            said.append(f"{what} rejected: the far end kept its ICE credentials")
-        else:
-            said.append(f"{what} {outcome}")
+            outcome = "rejected (the answer kept the old ICE credentials)"
+        said.append(f"{what} by the {who} {outcome}")
     return list(dict.fromkeys(said))
 
 
