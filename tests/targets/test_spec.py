@@ -158,7 +158,7 @@ def test_the_flag_overrides_the_files_target(tmp_path: Path) -> None:
 
 def test_a_bad_target_in_a_file_names_the_line(tmp_path: Path) -> None:
     scenario = tmp_path / "s.yaml"
-    scenario.write_text("name: s\nduration: 5s\ntarget: gstreamer\n")
+    scenario.write_text("name: s\nduration: 5s\ntarget: sip:alice@example\n")
     done = callagent("check", str(scenario))
     assert done.returncode == 2
-    assert "s.yaml:3" in done.stderr and "not available" in done.stderr
+    assert "s.yaml:3" in done.stderr and "unknown target" in done.stderr
