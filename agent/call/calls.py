@@ -338,6 +338,14 @@ class Call:
         )
         await asyncio.sleep(0)
 
+    async def set_direction(self, side: Side, direction: str) -> None:
+        """``side`` re-offers a new audio direction (hold/resume)."""
+        peer = self._agent_peer(side)
+        self._start_action(
+            peer.set_direction(direction), f"{peer.name}: re-offer {direction}"
+        )
+        await asyncio.sleep(0)
+
     async def fail_over(self, side: Side, *, ice_restart: bool) -> None:
         """``side`` behaves like an SBC failing over to its backup."""
         peer = self._agent_peer(side)
@@ -480,6 +488,7 @@ class Call:
                     shares=gap_shares(timeline, direction, stats),
                     packets_unsent=unsent,
                     receive_lag_ms=observer.receive_lag_max_ms,
+                    not_due=observer.not_due.intervals(),
                 )
         return CallEntry(
             id=self.config.call_id,

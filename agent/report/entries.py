@@ -177,6 +177,14 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+@dataclass(frozen=True)
+class NotDueEntry:
+    """An interval (call clock) when a direction's media was not due."""
+
+    start_ms: float
+    end_ms: float | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class MediaEntry:
     """``media.<direction>``, as the receiver of that direction saw it."""
@@ -214,6 +222,9 @@ class MediaEntry:
     state_since_ms: float | None = absent_if_none()
     #: stopped for good (silent for ``ONE_WAY_MS`` up to hang-up)
     one_way: bool | None = absent_if_none()
+    #: when media was not due: a re-offer left the sender without send
+    #: (a hold), until one resumed it (``end_ms`` null: still at hang-up)
+    not_due: list[NotDueEntry] | None = absent_if_none()
 
     @classmethod
     def received(
@@ -225,6 +236,7 @@ class MediaEntry:
         shares: GapShares | None = None,
         packets_unsent: int | None = None,
         receive_lag_ms: float | None = None,
+        not_due: Sequence[tuple[float, float | None]] = (),
     ) -> MediaEntry:
         stopped = stats.state == "stopped"
         silence = stats.gaps[-1].length_ms if stopped and stats.gaps else 0.0
@@ -254,6 +266,7 @@ class MediaEntry:
             state="stopped" if stopped else "flowing",
             state_since_ms=_ms(stats.state_since_ms),
             one_way=stopped and silence >= ONE_WAY_MS,
+            not_due=[NotDueEntry(round(a, 1), _ms(b)) for a, b in not_due] or None,
         )
 
 

@@ -46,6 +46,7 @@ class PeerListener(Protocol):
         self, ssrc: int, seq: int, timestamp: int, arrival_ms: float
     ) -> None: ...
     def on_rtp_bye(self, ssrc: int) -> None: ...
+    def on_media_direction(self, direction: str) -> None: ...
 
 
 class NullListener:
@@ -94,4 +95,7 @@ class NullListener:
         pass
 
     def on_rtp_bye(self, ssrc: int) -> None:
+        pass
+
+    def on_media_direction(self, direction: str) -> None:
         pass

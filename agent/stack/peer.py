@@ -116,6 +116,8 @@ class Peer:
         self.connected = asyncio.Event()
         self.ended = asyncio.Event()
         self.sender: RtpAudioSender | None = None
+        #: the direction last negotiated (see _follow_direction)
+        self._direction: str | None = None
         self.receiver: RtpAudioReceiver | None = None
         self.error: str | None = None
         self._closing = False
@@ -245,6 +247,8 @@ class Peer:
             # A new remote certificate means a new DTLS association (a
             # browser's "DTLS restart", an SBC's backup): set it up in our role.
             self.dtls_side.remote_rehandshake("fingerprint_change")
+        if not meaning.initial:
+            await self._follow_direction()
         return answer
 
     async def accept_answer(self, answer_sdp: str) -> None:
@@ -255,6 +259,7 @@ class Peer:
             return
         await generation.apply_remote(audio)
         self.ice_side.start_generation(generation)
+        await self._follow_direction()
 
     async def accept_ice_restart(
         self, ufrag: str, pwd: str, candidates: list[str], *, end: bool = False
@@ -332,7 +337,29 @@ class Peer:
         expiry."""
         self.dtls_side.use_certificate(certificate, reason)
 
+    async def set_direction(self, direction: str) -> None:
+        """Re-offer asking for ``direction`` (``recvonly``/``inactive``: this
+        side stops sending, a hold; ``sendrecv``: it resumes), no ICE restart."""
+        if self.negotiated is None or self.renegotiate is None:
+            raise CallError(f"{self.name}: no established call to re-offer on")
+        self.negotiation.want_direction(direction)
+        await self._renegotiate(await self.create_offer())
+
     # -- media -------------------------------------------------------------
+    async def _follow_direction(self) -> None:
+        """After an offer/answer settled: our sender follows the negotiated
+        direction, and the listener hears of it (media due or not)."""
+        neg = self.negotiated
+        if neg is None or neg.local_direction == self._direction:
+            return
+        self._direction = neg.local_direction
+        self._listener.on_media_direction(neg.local_direction)
+        if self.sender is not None:
+            if neg.sends:
+                self.sender.start()
+            else:
+                await self.sender.stop()
+
     async def _start_media(self) -> None:
         neg = self.negotiated
         assert neg is not None

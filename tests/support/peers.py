@@ -98,6 +98,9 @@ class Recorder:
     def on_rtp_bye(self, ssrc: int) -> None:
         self.changed.set()
 
+    def on_media_direction(self, direction: str) -> None:
+        self.changed.set()
+
 
 def clock() -> float:
     return time.monotonic() * 1000
