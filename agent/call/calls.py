@@ -231,6 +231,9 @@ class Call:
         its CPU never delays a handshake (``setup_ms``)."""
         if self.config.audio:
             await prepare_opus(self.config.packet_ms)
+        # Watch the loop from signalling on: a stall during setup makes
+        # ``setup_ms`` the agent's, and its check inconclusive.
+        stall_watch().add(self)
 
     async def wait_connected(self) -> None:
         """Wait until every agent side is connected; then watch for the end."""
@@ -489,6 +492,7 @@ class Call:
                     packets_unsent=unsent,
                     receive_lag_ms=observer.receive_lag_max_ms,
                     not_due=observer.not_due.intervals(),
+                    setup_ms=self.setup_ms,
                 )
         return CallEntry(
             id=self.config.call_id,

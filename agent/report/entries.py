@@ -208,6 +208,9 @@ class MediaEntry:
     jitter_ms: float | None = absent_if_none()
     first_arrival_ms: float | None = absent_if_none()
     last_arrival_ms: float | None = absent_if_none()
+    #: how long after setup (both sides' DTLS connected, ``setup_ms``) the
+    #: first packet of this direction arrived
+    start_ms: float | None = absent_if_none()
     #: the longest gap the agent's own lateness explains (``agent_stall``);
     #: ``max_gap_ms`` is the rest (the network's and the far end's share)
     agent_gap_ms: float | None = absent_if_none()
@@ -237,6 +240,7 @@ class MediaEntry:
         packets_unsent: int | None = None,
         receive_lag_ms: float | None = None,
         not_due: Sequence[tuple[float, float | None]] = (),
+        setup_ms: float | None = None,
     ) -> MediaEntry:
         stopped = stats.state == "stopped"
         silence = stats.gaps[-1].length_ms if stopped and stats.gaps else 0.0
@@ -260,6 +264,9 @@ class MediaEntry:
             jitter_ms=_ms(stats.jitter_ms),
             first_arrival_ms=_ms(stats.first_arrival_ms),
             last_arrival_ms=_ms(stats.last_arrival_ms),
+            start_ms=None
+            if setup_ms is None or stats.first_arrival_ms is None
+            else _ms(max(0.0, stats.first_arrival_ms - setup_ms)),
             agent_gap_ms=None if shares is None else _ms(shares.agent_ms),
             receive_lag_ms=_ms(receive_lag_ms),
             packets_unsent=packets_unsent,
