@@ -26,9 +26,11 @@ RTP sender that sent late) say when the agent stalled; a figure over its
 limit whose excess those stalls explain is inconclusive, with "agent stalled
 N ms" in its ``actual``:
 
-* ``max_setup_ms``: stalls between the call's start and ``setup_ms``;
-* ``max_media_start_ms``: stalls between setup and the direction's first
-  packet;
+* ``max_setup_ms``: any stall between the call's start and ``setup_ms``
+  (setup is a chain of round trips: a check or flight a stall delays costs a
+  retransmission timeout, more than the stall itself);
+* ``max_media_start_ms``: likewise, any stall between setup and the
+  direction's first packet;
 * ``max_packets_lost`` / ``packets_lost`` (over the maximum): the packets
   missing across media gaps that overlap a stall;
 * ``media_gap_ms`` (over the maximum): as ``max_media_gap_ms``.
@@ -136,24 +138,18 @@ def _stalled_ms(result: Mapping[str, Any], start: float, end: float) -> float:
     return total
 
 
-def _judged(
-    name: str,
-    expected: str,
-    actual: str,
-    value: float,
-    limit: float,
-    stalled: float,
-    unit: Callable[[float], str] = lambda v: _ms(v),
+def _judged_span(
+    name: str, expected: str, actual: str, value: float, limit: float, stalled: float
 ) -> Check:
-    """Over ``limit`` but within it without the agent's ``stalled`` share:
-    inconclusive, never a failure."""
+    """A span of round trips (setup, media start) over ``limit`` while the
+    agent stalled in it: inconclusive, never a failure. Any stall counts, not
+    only its length: a check or flight lost to a stall costs a whole
+    retransmission timeout (RFC 8445 §14.3, RFC 6347 §4.2.4.1) on top."""
     if stalled > 0:
-        actual += f"; agent stalled {unit(stalled)}"
+        actual += f"; agent stalled {_ms(stalled)}"
     if value <= limit:
         return Check(name, expected, actual, True)
-    if stalled > 0 and value - stalled <= limit:
-        return Check(name, expected, actual, False, inconclusive=True)
-    return Check(name, expected, actual, False)
+    return Check(name, expected, actual, False, inconclusive=True if stalled else None)
 
 
 def _never_started(result: Mapping[str, Any]) -> list[str]:
@@ -194,7 +190,9 @@ def _max_setup(result: Mapping[str, Any], limit_ms: float) -> Check:
         actual = _NOT_MEASURED if result.get("connected") else _NEVER_CONNECTED
         return Check("max_setup_ms", expected, actual, False)
     stalled = _stalled_ms(result, 0.0, setup_ms)
-    return _judged("max_setup_ms", expected, _ms(setup_ms), setup_ms, limit_ms, stalled)
+    return _judged_span(
+        "max_setup_ms", expected, _ms(setup_ms), setup_ms, limit_ms, stalled
+    )
 
 
 def _max_media_start(result: Mapping[str, Any], limit_ms: float) -> Check:
@@ -215,7 +213,7 @@ def _max_media_start(result: Mapping[str, Any], limit_ms: float) -> Check:
     setup = _number(result.get("setup_ms")) or 0.0
     stalled = _stalled_ms(result, setup, setup + worst)
     actual = ", ".join(f"{_ms(v)} ({d})" for d, v in measured.items())
-    return _judged(name, expected, actual, worst, limit_ms, stalled)
+    return _judged_span(name, expected, actual, worst, limit_ms, stalled)
 
 
 def _count(
