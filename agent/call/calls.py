@@ -241,6 +241,8 @@ class Call:
         await asyncio.gather(*(p.wait_connected(timeout) for p in self.peers.values()))
         # Setup ends when both sides' DTLS is connected (media flows from
         # then), not when the later side's connection state said so.
+        # Each side's from the kernel's receive time of the flight that
+        # completed its handshake (a busy loop reads it late; the wire does not).
         self.setup_ms = max(
             o.dtls_connected_at_ms or o.connected_at_ms or 0.0
             for o in self.observers.values()
@@ -345,7 +347,7 @@ class Call:
         """``side`` re-offers a new audio direction (hold/resume)."""
         peer = self._agent_peer(side)
         self._start_action(
-            peer.set_direction(direction), f"{peer.name}: re-offer {direction}"
+            peer.hold.set_direction(direction), f"{peer.name}: re-offer {direction}"
         )
         await asyncio.sleep(0)
 

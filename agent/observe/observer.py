@@ -283,10 +283,13 @@ class PeerObserver:
             self.ice_generation = max(self.ice_generation, generation)
         self.close_span(span, Outcome(outcome), pair=pair)
 
-    def on_dtls_state(self, state: str) -> None:
+    def on_dtls_state(self, state: str, at_ms: float | None = None) -> None:
+        # ``at_ms``: when the completing flight reached the host (kernel time)
         self.add(
             DtlsStateEvent(
-                t_ms=self._clock_ms(), side=self.side, detail=StateDetail(state=state)
+                t_ms=self._clock_ms() if at_ms is None else at_ms,
+                side=self.side,
+                detail=StateDetail(state=state),
             )
         )
         if state == "connected" and not self._dtls_established:

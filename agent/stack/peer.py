@@ -73,6 +73,7 @@ from agent.stack.liveness import (
 from agent.stack.media import RtpAudioReceiver, RtpAudioSender
 from agent.stack.negotiation import Negotiator
 from agent.stack.peer_dtls import PeerDtls
+from agent.stack.peer_hold import PeerHold
 from agent.stack.peer_ice import PeerIce
 from agent.stack.sdp import LocalSource, Negotiated, parse_sdp, receive_parameters
 
@@ -116,8 +117,6 @@ class Peer:
         self.connected = asyncio.Event()
         self.ended = asyncio.Event()
         self.sender: RtpAudioSender | None = None
-        #: the direction last negotiated (see _follow_direction)
-        self._direction: str | None = None
         self.receiver: RtpAudioReceiver | None = None
         self.error: str | None = None
         self._closing = False
@@ -131,9 +130,10 @@ class Peer:
             on_state=self._on_ice_state,
         )
         self._rolled_back = False
-        #: the peer's DTLS and ICE behaviour, one collaborator each
+        #: the peer's DTLS, ICE and hold behaviour, one collaborator each
         self.dtls_side = PeerDtls(self)
         self.ice_side = PeerIce(self)
+        self.hold = PeerHold(self)
         self.dtls_side.record_certificate(self.certificate, "initial")
         self.ice_generations.new()
 
@@ -247,8 +247,7 @@ class Peer:
             # A new remote certificate means a new DTLS association (a
             # browser's "DTLS restart", an SBC's backup): set it up in our role.
             self.dtls_side.remote_rehandshake("fingerprint_change")
-        if not meaning.initial:
-            await self._follow_direction()
+        await self.hold.follow()
         return answer
 
     async def accept_answer(self, answer_sdp: str) -> None:
@@ -259,7 +258,7 @@ class Peer:
             return
         await generation.apply_remote(audio)
         self.ice_side.start_generation(generation)
-        await self._follow_direction()
+        await self.hold.follow()
 
     async def accept_ice_restart(
         self, ufrag: str, pwd: str, candidates: list[str], *, end: bool = False
@@ -337,29 +336,7 @@ class Peer:
         expiry."""
         self.dtls_side.use_certificate(certificate, reason)
 
-    async def set_direction(self, direction: str) -> None:
-        """Re-offer asking for ``direction`` (``recvonly``/``inactive``: this
-        side stops sending, a hold; ``sendrecv``: it resumes), no ICE restart."""
-        if self.negotiated is None or self.renegotiate is None:
-            raise CallError(f"{self.name}: no established call to re-offer on")
-        self.negotiation.want_direction(direction)
-        await self._renegotiate(await self.create_offer())
-
     # -- media -------------------------------------------------------------
-    async def _follow_direction(self) -> None:
-        """After an offer/answer settled: our sender follows the negotiated
-        direction, and the listener hears of it (media due or not)."""
-        neg = self.negotiated
-        if neg is None or neg.local_direction == self._direction:
-            return
-        self._direction = neg.local_direction
-        self._listener.on_media_direction(neg.local_direction)
-        if self.sender is not None:
-            if neg.sends:
-                self.sender.start()
-            else:
-                await self.sender.stop()
-
     async def _start_media(self) -> None:
         neg = self.negotiated
         assert neg is not None
@@ -403,7 +380,8 @@ class Peer:
 
     # DtlsListener (from SrtpTransport)
     def on_dtls_state(self, state: str) -> None:
-        self._listener.on_dtls_state(state)
+        at = self.config.net.dtls_arrival_ms(self._clock_ms())  # last flight in
+        self._listener.on_dtls_state(state, at if state == "connected" else None)
         self._update_state()
 
     def on_dtls_rehandshake_started(

@@ -77,16 +77,16 @@ async def test_a_resume_opens_the_window_again() -> None:
         "steps:\n"
         "  - {at: 1s, do: media.direction, side: callee, direction: inactive}\n"
         "  - {at: 2.5s, do: media.direction, side: callee, direction: sendrecv}\n"
-        "  - {at: 3s, do: net.blackhole, side: caller, direction: outbound}\n"
+        "  - {at: 3.3s, do: net.blackhole, side: caller, direction: outbound}\n"
     )
     media = result["media"]["caller_to_callee"]
     (window,) = media["not_due"]
     assert 1300 <= window["end_ms"] - window["start_ms"] <= 1700, media
-    # The hold is no gap; the blackhole from 3 s to hang-up (4 s) is.
+    # The hold is no gap; the blackhole from 3.3 s to hang-up (4 s) is.
     gaps = [g for g in media["gaps"] if not g["sender_paused"]]
     assert len(gaps) == 1 and gaps[0]["until_end"], media
-    assert 850 <= gaps[0]["length_ms"] <= 1150, media
-    assert media["packets_lost"] >= 40 and media["one_way"] is False, media
+    assert 550 <= gaps[0]["length_ms"] <= 850, media
+    assert media["packets_lost"] >= 25 and media["state"] == "stopped", media
     # The callee's own direction was on hold too (inactive) and resumed.
     back = result["media"]["callee_to_caller"]
     assert len(back["not_due"]) == 1, back

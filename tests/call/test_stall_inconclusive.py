@@ -76,10 +76,10 @@ async def test_a_late_stream_start_while_the_agent_stalled_is_inconclusive() -> 
         observer, other = observers[side], observers[1 - side]
         heard = observer.on_dtls_state
 
-        def on_dtls_state(state: str) -> None:
+        def on_dtls_state(state: str, at_ms: float | None = None) -> None:
             # Both sides' DTLS is up (setup ends), this side's RTP sender
             # not yet started: the process stops here, as on a busy host.
-            heard(state)
+            heard(state, at_ms)
             if state == "connected" and other.dtls_connected_at_ms is not None:
                 time.sleep(BLOCK_S)
 

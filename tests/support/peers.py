@@ -59,7 +59,7 @@ class Recorder:
         self.changed.set()
         self.restarts.append((outcome, generation, ""))
 
-    def on_dtls_state(self, state: str) -> None:
+    def on_dtls_state(self, state: str, at_ms: float | None = None) -> None:
         self.changed.set()
         self.dtls_states.append(state)
 
