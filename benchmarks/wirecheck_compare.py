@@ -25,7 +25,9 @@ receiver never got it in time. So a differing figure is marked ``blind``, not
 ``DIFF``, when the report's own timeline explains it: ``srtp_sent`` when a
 fault on the sender dropped datagrams outbound; a gap (and ``max_gap_ms``
 through it) when it overlaps a fault window on the receiver that acts inbound
-(the fault's ``fault_start``..``fault_end``). Every other difference is a
+(the fault's ``fault_start``..``fault_end``), or a failover of the receiver
+(it dropped its keys, so SRTP on the wire is no media to it until its new
+handshake completes; :func:`failover_windows`). Every other difference is a
 disagreement. An old address a fault left dead (``old_address_alive: false``)
 is not blindness: what the wire carries there afterwards counts as
 undelivered (:func:`dead_endpoints`).
@@ -121,6 +123,29 @@ def fault_windows(call: Mapping[str, Any]) -> list[FaultWindow]:
             dropped = int(detail.get("dropped") or 0)
             windows.append(_window(start, float(event["t_ms"]), dropped))
     windows += [_window(start, end_of_call, 0) for start in starts.values()]
+    return windows + failover_windows(call)
+
+
+def failover_windows(call: Mapping[str, Any]) -> list[FaultWindow]:
+    """A side that failed over (``sbc.failover``) dropped its DTLS state: until
+    its new handshake completes it cannot decrypt what the far end still sends
+    under the old keys. Those packets are on the wire, but not media to the
+    receiver (a real backup SBC has no keys either): the wire is blind to that
+    gap, as to an in-process filter on the receiver."""
+    windows: list[FaultWindow] = []
+    for event in call.get("events") or []:
+        detail = event.get("detail") or {}
+        if (
+            event.get("type") == "dtls_rehandshake"
+            and event.get("initiator") == "local"
+            and detail.get("trigger") == "failover"
+        ):
+            start = float(event["t_ms"])
+            duration = float(detail.get("duration_ms") or 0.0)
+            side = str(event.get("side"))
+            windows.append(
+                FaultWindow("failover", side, "inbound", start, start + duration, 0)
+            )
     return windows
 
 
