@@ -469,6 +469,11 @@ class Call:
                 if sender_peer is None or sender_peer.negotiated is None
                 else sender_peer.negotiated.sends
             )
+            receiver_peer = self.peers.get(receiver_side)
+            if sends is None and receiver_peer and receiver_peer.negotiated:
+                # A far end's sender: our negotiated direction says whether
+                # it sends (a WHIP client's far end sends nothing).
+                sends = None if receiver_peer.negotiated.receives else False
             observer: PeerObserver | None = self.observers.get(receiver_side)
             stats = None if observer is None else observer.media_stats()
             unsent = (

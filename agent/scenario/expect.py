@@ -153,11 +153,19 @@ def _judged_span(
 
 
 def _never_started(result: Mapping[str, Any]) -> list[str]:
-    """Directions due (sending, observed) that brought no packet at all."""
+    """Directions due (sending, observed, not on hold at hang-up) that brought
+    no packet at all."""
+
+    def on_hold(d: str) -> bool:
+        spans = _lookup(result, f"media.{d}.not_due")
+        return isinstance(spans, list) and any(
+            isinstance(s, Mapping) and s.get("end_ms") is None for s in spans
+        )
+
     return [
         d
         for d, received in _per_direction(result, "packets_received").items()
-        if received == 0
+        if received == 0 and not on_hold(d)
     ]
 
 
