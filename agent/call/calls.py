@@ -31,7 +31,7 @@ from agent.errors import AgentError, CallError
 from agent.net.faults import FaultParams
 from agent.net.labnet import CallLab
 from agent.net.network import CallNetwork, NatConfig
-from agent.observe.correlate import AGENT_STALL, build_timeline
+from agent.observe.correlate import AGENT_STALL, LOOP_STALL, build_timeline
 from agent.observe.events import PairInfo, StepDetail, StepEvent
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
@@ -254,7 +254,7 @@ class Call:
     def note_stall(self, late_ms: float) -> None:
         """The agent's event loop woke ``late_ms`` late (see :class:`StallWatch`)."""
         self.observer(None).note(
-            "the agent's event loop stalled",
+            LOOP_STALL,
             cause=AGENT_STALL,
             t_ms=self.clock() - late_ms,
             stall_ms=round(late_ms, 1),
