@@ -270,6 +270,13 @@ def compare(
             # Over the threshold, the report's longest gap is one it lists.
             if not check.agrees and round(report_max) in blind_at:
                 check = replace(check, blind=blind_at[round(report_max)])
+            elif not check.agrees and report_max < gap_threshold_ms and hiding:
+                # Below the threshold the report lists no gap, so its longest
+                # spacing cannot be placed: any receiver-side window may hold it.
+                names = ", ".join(sorted({w.name for w in hiding}))
+                check = replace(
+                    check, blind=f"{receiver}: {names} in-process (not located)"
+                )
             checks += [check, gaps]
     checks.append(_setup(call, facts, t0))
     return checks
