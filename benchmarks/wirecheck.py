@@ -61,6 +61,10 @@ _TCPDUMP_READY_S = 10.0
 #: a bound on one scenario run (the longest built-in lasts 2 minutes)
 _RUN_TIMEOUT_S = 900.0
 NO_TCPDUMP = "wirecheck: tcpdump is not installed (scripts/setup.sh --dev installs it)"
+KERNEL_LAB = (
+    "not checked: a kernel-lab call crosses lab namespaces, not lo "
+    "(capturing on the lab's links is not implemented)"
+)
 _DROPPED = re.compile(r"(\d+) packets? dropped by kernel")
 
 
@@ -281,6 +285,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.mkdir(parents=True, exist_ok=True)
         results = []
         for file in files:
+            if load_scenario(file).network.lab == "kernel":
+                # Its calls run in lab namespaces (lan0/wan0 through a NAT
+                # namespace), not on the lo this captures: an empty capture
+                # would be a false disagreement.
+                result = ScenarioCheck(file.stem, error=KERNEL_LAB)
+                print(format_result(result), flush=True)
+                results.append(result)
+                continue
             result = run_captured(file, out, netns=netns)
             print(format_result(result), flush=True)
             results.append(result)

@@ -8,8 +8,9 @@ Each :class:`Check` is one figure the report states and the wire can show:
   distinct ufrags;
 * ``srtp_sent.<dir>``: ``media.<dir>.packets_sent`` equals the RTP packets
   on the wire;
-* ``max_gap_ms.<dir>``: ``media.<dir>.max_gap_ms`` is within 20 ms of the
-  wire's longest silence;
+* ``max_gap_ms.<dir>``: the larger of ``media.<dir>.max_gap_ms`` (the
+  network's share) and ``agent_gap_ms`` (the agent's own stalls) is within
+  20 ms of the wire's longest silence;
 * ``gaps.<dir>``: each of ``media.<dir>.gaps`` (not ``sender_paused``) is
   within 20 ms of the wire's longest silence over it;
 * ``setup_ms``: ends within 10 ms of the end of the wire's setup.
@@ -24,7 +25,9 @@ receiver never got it in time. So a differing figure is marked ``blind``, not
 ``DIFF``, when the report's own timeline explains it: ``srtp_sent`` when a
 fault on the sender dropped datagrams outbound; a gap (and ``max_gap_ms``
 through it) when it overlaps a fault window on the receiver that acts inbound
-(the fault's ``fault_start``..``fault_end``). Every other difference is a
+(the fault's ``fault_start``..``fault_end``), or a failover of the receiver
+(it dropped its keys, so SRTP on the wire is no media to it until its new
+handshake completes; :func:`failover_windows`). Every other difference is a
 disagreement. An old address a fault left dead (``old_address_alive: false``)
 is not blindness: what the wire carries there afterwards counts as
 undelivered (:func:`dead_endpoints`).
@@ -120,6 +123,29 @@ def fault_windows(call: Mapping[str, Any]) -> list[FaultWindow]:
             dropped = int(detail.get("dropped") or 0)
             windows.append(_window(start, float(event["t_ms"]), dropped))
     windows += [_window(start, end_of_call, 0) for start in starts.values()]
+    return windows + failover_windows(call)
+
+
+def failover_windows(call: Mapping[str, Any]) -> list[FaultWindow]:
+    """A side that failed over (``sbc.failover``) dropped its DTLS state: until
+    its new handshake completes it cannot decrypt what the far end still sends
+    under the old keys. Those packets are on the wire, but not media to the
+    receiver (a real backup SBC has no keys either): the wire is blind to that
+    gap, as to an in-process filter on the receiver."""
+    windows: list[FaultWindow] = []
+    for event in call.get("events") or []:
+        detail = event.get("detail") or {}
+        if (
+            event.get("type") == "dtls_rehandshake"
+            and event.get("initiator") == "local"
+            and detail.get("trigger") == "failover"
+        ):
+            start = float(event["t_ms"])
+            duration = float(detail.get("duration_ms") or 0.0)
+            side = str(event.get("side"))
+            windows.append(
+                FaultWindow("failover", side, "inbound", start, start + duration, 0)
+            )
     return windows
 
 
@@ -229,7 +255,12 @@ def compare(
                 receiver, direction, entry, silences, t0, gap_threshold_ms, hiding
             )
             longest = max(length for _, length in silences) * 1000
-            report_max = float(entry["max_gap_ms"])
+            # The report splits the longest gap into the network's share
+            # (``max_gap_ms``) and the agent's own (``agent_gap_ms``); the
+            # wire sees whichever was longer.
+            report_max = max(
+                float(entry["max_gap_ms"]), float(entry.get("agent_gap_ms") or 0.0)
+            )
             check = Check(
                 f"max_gap_ms.{direction}",
                 f"{report_max:.1f}",
@@ -239,6 +270,13 @@ def compare(
             # Over the threshold, the report's longest gap is one it lists.
             if not check.agrees and round(report_max) in blind_at:
                 check = replace(check, blind=blind_at[round(report_max)])
+            elif not check.agrees and report_max < gap_threshold_ms and hiding:
+                # Below the threshold the report lists no gap, so its longest
+                # spacing cannot be placed: any receiver-side window may hold it.
+                names = ", ".join(sorted({w.name for w in hiding}))
+                check = replace(
+                    check, blind=f"{receiver}: {names} in-process (not located)"
+                )
             checks += [check, gaps]
     checks.append(_setup(call, facts, t0))
     return checks

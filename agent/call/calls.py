@@ -31,7 +31,7 @@ from agent.errors import AgentError, CallError
 from agent.net.faults import FaultParams
 from agent.net.labnet import CallLab
 from agent.net.network import CallNetwork, NatConfig
-from agent.observe.correlate import AGENT_STALL, build_timeline
+from agent.observe.correlate import AGENT_STALL, LOOP_STALL, build_timeline
 from agent.observe.events import PairInfo, StepDetail, StepEvent
 from agent.observe.model import Side, Thresholds
 from agent.observe.observer import MediaSettings, PeerObserver
@@ -231,6 +231,9 @@ class Call:
         its CPU never delays a handshake (``setup_ms``)."""
         if self.config.audio:
             await prepare_opus(self.config.packet_ms)
+        # Watch the loop from signalling on: a stall during setup makes
+        # ``setup_ms`` the agent's, and its check inconclusive.
+        stall_watch().add(self)
 
     async def wait_connected(self) -> None:
         """Wait until every agent side is connected; then watch for the end."""
@@ -238,6 +241,8 @@ class Call:
         await asyncio.gather(*(p.wait_connected(timeout) for p in self.peers.values()))
         # Setup ends when both sides' DTLS is connected (media flows from
         # then), not when the later side's connection state said so.
+        # Each side's from the kernel's receive time of the flight that
+        # completed its handshake (a busy loop reads it late; the wire does not).
         self.setup_ms = max(
             o.dtls_connected_at_ms or o.connected_at_ms or 0.0
             for o in self.observers.values()
@@ -249,7 +254,7 @@ class Call:
     def note_stall(self, late_ms: float) -> None:
         """The agent's event loop woke ``late_ms`` late (see :class:`StallWatch`)."""
         self.observer(None).note(
-            "the agent's event loop stalled",
+            LOOP_STALL,
             cause=AGENT_STALL,
             t_ms=self.clock() - late_ms,
             stall_ms=round(late_ms, 1),
@@ -335,6 +340,14 @@ class Call:
                 cause=cause or "manual",
             ),
             f"{peer.name}: DTLS rehandshake",
+        )
+        await asyncio.sleep(0)
+
+    async def set_direction(self, side: Side, direction: str) -> None:
+        """``side`` re-offers a new audio direction (hold/resume)."""
+        peer = self._agent_peer(side)
+        self._start_action(
+            peer.hold.set_direction(direction), f"{peer.name}: re-offer {direction}"
         )
         await asyncio.sleep(0)
 
@@ -456,6 +469,11 @@ class Call:
                 if sender_peer is None or sender_peer.negotiated is None
                 else sender_peer.negotiated.sends
             )
+            receiver_peer = self.peers.get(receiver_side)
+            if sends is None and receiver_peer and receiver_peer.negotiated:
+                # A far end's sender: our negotiated direction says whether
+                # it sends (a WHIP client's far end sends nothing).
+                sends = None if receiver_peer.negotiated.receives else False
             observer: PeerObserver | None = self.observers.get(receiver_side)
             stats = None if observer is None else observer.media_stats()
             unsent = (
@@ -480,6 +498,8 @@ class Call:
                     shares=gap_shares(timeline, direction, stats),
                     packets_unsent=unsent,
                     receive_lag_ms=observer.receive_lag_max_ms,
+                    not_due=observer.not_due.intervals(),
+                    setup_ms=self.setup_ms,
                 )
         return CallEntry(
             id=self.config.call_id,

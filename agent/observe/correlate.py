@@ -350,6 +350,8 @@ def _overlaps(a0: float, a1: float, b0: float, b1: float) -> bool:
 #: The agent's own event loop stalling shows up as gaps; the watch records it
 #: as a ``note`` with this cause, and so does each RTP sender that sent late.
 AGENT_STALL = "agent_stall"
+#: The text of the event-loop watch's note: a stall of the whole process.
+LOOP_STALL = "the agent's event loop stalled"
 #: A gap is the agent's when its own lateness leaves less than this of it
 #: unexplained (the default gap threshold: what is left is no gap).
 STALL_SLACK_MS = 60.0
@@ -366,21 +368,30 @@ def attribute_stalls(
     cause ``agent_stall``, so a loaded test machine is not mistaken for a
     network problem.
 
-    The lateness is the *sender's* (a ``note`` of cause ``agent_stall`` on the
-    side that sends the gap's direction: its RTP sender's late runs, its event
-    loop's stalls): arrival times are the kernel's, so a receiver that stalled
-    makes no gap. It explains a gap it overlaps when at most ``slack_ms`` of
-    the gap is left over. That attribution wins over a fault window (a stall
-    during an MTU fault that dropped nothing is not the MTU's), but a gap the
-    stall explains only in part keeps its fault's cause.
+    The lateness is the *sender's*: a ``note`` of cause ``agent_stall`` on the
+    side that sends the gap's direction (its RTP sender's late runs), or the
+    event loop's own stall (:data:`LOOP_STALL`), which holds up every sender
+    in this process (every side with an observer). Arrival times are the
+    kernel's, so a receiver that stalled makes no gap. The stalls overlapping
+    a gap explain it together (a sender's late run, then the loop stalling
+    again) when at most ``slack_ms`` of the gap is left over. That
+    attribution wins over a fault window (a stall during an MTU fault that
+    dropped nothing is not the MTU's), but a gap the stalls explain only in
+    part keeps its fault's cause.
     """
     stalls = [
-        (str(e.side), e.t_ms, e.t_ms + (e.detail.stall_ms or 0.0))
+        (
+            None if e.detail.text == LOOP_STALL else str(e.side),
+            e.t_ms,
+            e.t_ms + (e.detail.stall_ms or 0.0),
+        )
         for e in events
         if isinstance(e, NoteEvent) and e.cause == AGENT_STALL
     ]
     if not stalls:
         return list(events)
+    # Sides whose senders run in this process: those with an observer.
+    ours = {str(e.side) for e in events if isinstance(e, ConnectionStateEvent)}
     out: list[Event] = []
     for event in events:
         if isinstance(event, MediaGapEvent) and (
@@ -388,21 +399,41 @@ def attribute_stalls(
         ):
             start, length = event.t_ms, event.detail.length_ms
             sender = _sender(event.detail.direction)
-            late = max(
-                (
-                    s1 - s0
-                    for side, s0, s1 in stalls
-                    if side == sender and _overlaps(s0, s1, start, start + length)
-                ),
-                default=None,
+            spans = sorted(
+                (s0, s1)
+                for side, s0, s1 in stalls
+                if (side == sender or (side is None and sender in ours))
+                and _overlaps(s0, s1, start, start + length)
             )
-            if late is not None and length - late <= slack_ms:
+            covered, late = _union(spans, start, start + length)
+            if spans and length - covered <= slack_ms:
                 detail = dataclasses.replace(
                     event.detail, stall_ms=round(late, 1), fault=None
                 )
                 event = dataclasses.replace(event, cause=AGENT_STALL, detail=detail)
         out.append(event)
     return out
+
+
+def _union(
+    spans: list[tuple[float, float]], start: float, end: float
+) -> tuple[float, float]:
+    """Of sorted ``spans``: how much of ``[start, end]`` they cover, and the
+    longest run of them that overlaps one another (the stall's length)."""
+    covered, reach = 0.0, start
+    longest, run_start, run_end = 0.0, None, None
+    for s0, s1 in spans:
+        a, b = max(s0, reach), min(s1, end)
+        if b > a:
+            covered += b - a
+            reach = b
+        if run_end is None or s0 > run_end:
+            run_start, run_end = s0, s1
+        else:
+            run_end = max(run_end, s1)
+        assert run_start is not None
+        longest = max(longest, run_end - run_start)
+    return covered, longest
 
 
 def build_timeline(*sides: Sequence[Event]) -> list[Event]:

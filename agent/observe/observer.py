@@ -33,6 +33,7 @@ from agent.observe.dtlswire import (
     HandshakeStart,
     HandshakeTracker,
 )
+from agent.observe.due import DueWindows, discount, not_due_overlap
 from agent.observe.events import (
     AssociationInfo,
     ConnectionStateDetail,
@@ -135,6 +136,8 @@ class PeerObserver:
         self.media_until_ms: float | None = None
         #: when the far end said an SSRC stopped (RTCP BYE)
         self._bye_ms: dict[int, float] = {}
+        #: when media to this side was not due (a re-offer without send)
+        self.not_due = DueWindows()
 
     # -- recording helpers ------------------------------------------------
     def now_ms(self) -> float:
@@ -280,10 +283,13 @@ class PeerObserver:
             self.ice_generation = max(self.ice_generation, generation)
         self.close_span(span, Outcome(outcome), pair=pair)
 
-    def on_dtls_state(self, state: str) -> None:
+    def on_dtls_state(self, state: str, at_ms: float | None = None) -> None:
+        # ``at_ms``: when the completing flight reached the host (kernel time)
         self.add(
             DtlsStateEvent(
-                t_ms=self._clock_ms(), side=self.side, detail=StateDetail(state=state)
+                t_ms=self._clock_ms() if at_ms is None else at_ms,
+                side=self.side,
+                detail=StateDetail(state=state),
             )
         )
         if state == "connected" and not self._dtls_established:
@@ -432,11 +438,27 @@ class PeerObserver:
         gap = analyzer.add(seq, timestamp, arrival_ms)
         # A sender pause (DTX, silence) is not an interruption of media.
         if gap is not None and not gap.sender_paused:
-            self._add_gap(gap, ssrc)
+            self._add_due_gap(gap, ssrc)
 
     def on_rtp_bye(self, ssrc: int) -> None:
         # Its media is no longer due: silence after this is no gap.
         self._bye_ms.setdefault(ssrc, self._clock_ms())
+
+    def on_media_direction(self, direction: str) -> None:
+        # Our negotiated direction: without receive, the far end does not
+        # send to us, so its silence from now on is agreed, not a gap.
+        receives = direction in ("sendrecv", "recvonly")
+        self.not_due.receiving(receives, self._clock_ms())
+
+    def _add_due_gap(self, gap: MediaGap, ssrc: int) -> None:
+        """A gap between arrivals, less any time media was not due in it."""
+        overlap = not_due_overlap(gap.start_ms, gap.end_ms, self.not_due.closed)
+        if overlap > 0:
+            length = gap.length_ms - overlap
+            if length < self._media_settings.gap_threshold_ms:
+                return
+            gap = MediaGap(gap.start_ms, length, gap.packets_missing)
+        self._add_gap(gap, ssrc)
 
     def _add_gap(self, gap: MediaGap, ssrc: int) -> None:
         self.add(
@@ -498,12 +520,13 @@ class PeerObserver:
         if main is None:
             return None
         ssrc, stats = main
+        threshold = self._media_settings.gap_threshold_ms
+        stats = discount(stats, self.not_due.closed, threshold)
         if self.media_until_ms is None:
             return stats
         end = min(self.media_until_ms, self._bye_ms.get(ssrc, self.media_until_ms))
-        return until_end(
-            stats, end, self._media_settings.gap_threshold_ms, self._last_rtp_ms
-        )
+        end = self.not_due.end_of_due(end)
+        return until_end(stats, end, threshold, self._last_rtp_ms)
 
     def metrics(self, thresholds: Mapping[str, Thresholds]) -> Metrics:
         """Counted from the events, and from spans still open (a restart under

@@ -177,6 +177,14 @@ def _ms(value: float | None) -> float | None:
     return None if value is None else round(value, 1)
 
 
+@dataclass(frozen=True)
+class NotDueEntry:
+    """An interval (call clock) when a direction's media was not due."""
+
+    start_ms: float
+    end_ms: float | None
+
+
 @dataclass(frozen=True, kw_only=True)
 class MediaEntry:
     """``media.<direction>``, as the receiver of that direction saw it."""
@@ -200,6 +208,9 @@ class MediaEntry:
     jitter_ms: float | None = absent_if_none()
     first_arrival_ms: float | None = absent_if_none()
     last_arrival_ms: float | None = absent_if_none()
+    #: how long after setup (both sides' DTLS connected, ``setup_ms``) the
+    #: first packet of this direction arrived
+    start_ms: float | None = absent_if_none()
     #: the longest gap the agent's own lateness explains (``agent_stall``);
     #: ``max_gap_ms`` is the rest (the network's and the far end's share)
     agent_gap_ms: float | None = absent_if_none()
@@ -214,6 +225,9 @@ class MediaEntry:
     state_since_ms: float | None = absent_if_none()
     #: stopped for good (silent for ``ONE_WAY_MS`` up to hang-up)
     one_way: bool | None = absent_if_none()
+    #: when media was not due: a re-offer left the sender without send
+    #: (a hold), until one resumed it (``end_ms`` null: still at hang-up)
+    not_due: list[NotDueEntry] | None = absent_if_none()
 
     @classmethod
     def received(
@@ -225,6 +239,8 @@ class MediaEntry:
         shares: GapShares | None = None,
         packets_unsent: int | None = None,
         receive_lag_ms: float | None = None,
+        not_due: Sequence[tuple[float, float | None]] = (),
+        setup_ms: float | None = None,
     ) -> MediaEntry:
         stopped = stats.state == "stopped"
         silence = stats.gaps[-1].length_ms if stopped and stats.gaps else 0.0
@@ -248,12 +264,16 @@ class MediaEntry:
             jitter_ms=_ms(stats.jitter_ms),
             first_arrival_ms=_ms(stats.first_arrival_ms),
             last_arrival_ms=_ms(stats.last_arrival_ms),
+            start_ms=None
+            if setup_ms is None or stats.first_arrival_ms is None
+            else _ms(max(0.0, stats.first_arrival_ms - setup_ms)),
             agent_gap_ms=None if shares is None else _ms(shares.agent_ms),
             receive_lag_ms=_ms(receive_lag_ms),
             packets_unsent=packets_unsent,
             state="stopped" if stopped else "flowing",
             state_since_ms=_ms(stats.state_since_ms),
             one_way=stopped and silence >= ONE_WAY_MS,
+            not_due=[NotDueEntry(round(a, 1), _ms(b)) for a, b in not_due] or None,
         )
 
 

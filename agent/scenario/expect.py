@@ -20,6 +20,24 @@ that long could hide inside the agent's stall: the check is *inconclusive*
 (``passed`` false, ``inconclusive`` true), and the call's verdict is
 INCONCLUSIVE, never FAIL, unless another check failed.
 
+The same rule holds for every figure the agent's lateness can distort. The
+timeline's ``note`` events of cause ``agent_stall`` (the loop watch, and each
+RTP sender that sent late) say when the agent stalled; a figure over its
+limit whose excess those stalls explain is inconclusive, with "agent stalled
+N ms" in its ``actual``:
+
+* ``max_setup_ms``: any stall between the call's start and ``setup_ms``
+  (setup is a chain of round trips: a check or flight a stall delays costs a
+  retransmission timeout, more than the stall itself);
+* ``max_media_start_ms``: likewise, any stall between setup and the
+  direction's first packet;
+* ``max_packets_lost`` / ``packets_lost`` (over the maximum): the packets
+  missing across media gaps that overlap a stall;
+* ``media_gap_ms`` (over the maximum): as ``max_media_gap_ms``.
+
+A figure within its limit passes whatever the stalls; a stall never turns a
+figure into a failure.
+
 ``call_up`` is defined by media as well as ICE/DTLS: a call whose state says
 ``connected`` while a direction that sends has stopped (``media.<d>.state``)
 is not up (after a NAT rebind the ICE state flaps while no audio arrives).
@@ -27,11 +45,13 @@ is not up (after a NAT rebind the ICE state flaps while no audio arrives).
 Report keys read (one call)::
 
     connected, final_state, ended_early, setup_ms
+    events[] of type note with cause agent_stall: t_ms, detail.stall_ms
+    events[] of type media_gap: t_ms, detail.{direction,length_ms,packets_missing}
     metrics.{ice_restarts,dtls_rehandshakes}.{total,level}
     metrics.selected_pair_changes
     local_side, events[].{type,side,initiator,cause}
     media.{caller_to_callee,callee_to_caller}.{max_gap_ms,agent_gap_ms,
-        packets_lost,state,state_since_ms,sends,observed}
+        packets_lost,packets_received,start_ms,state,state_since_ms,sends,observed}
 """
 
 from __future__ import annotations
@@ -80,6 +100,75 @@ def _ms(value: float) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
 
 
+_AGENT_STALL = "agent_stall"
+
+
+def _stalls(result: Mapping[str, Any]) -> list[tuple[float, float]]:
+    """When the agent stalled: ``(start, end)`` on the call clock."""
+    events = result.get("events")
+    out: list[tuple[float, float]] = []
+    for e in events if isinstance(events, list) else []:
+        if not isinstance(e, Mapping) or e.get("cause") != _AGENT_STALL:
+            continue
+        if e.get("type") != "note":
+            continue
+        t = _number(e.get("t_ms"))
+        detail = e.get("detail")
+        length = (
+            _number(detail.get("stall_ms")) if isinstance(detail, Mapping) else None
+        )
+        if t is not None and length is not None:
+            out.append((t, t + length))
+    return out
+
+
+def _stalled_ms(result: Mapping[str, Any], start: float, end: float) -> float:
+    """How long the agent was stalled within ``[start, end]`` (overlaps merged)."""
+    spans = sorted(
+        (max(a, start), min(b, end))
+        for a, b in _stalls(result)
+        if a <= end and b >= start
+    )
+    total, reach = 0.0, start
+    for a, b in spans:
+        a = max(a, reach)
+        if b > a:
+            total += b - a
+            reach = b
+    return total
+
+
+def _judged_span(
+    name: str, expected: str, actual: str, value: float, limit: float, stalled: float
+) -> Check:
+    """A span of round trips (setup, media start) over ``limit`` while the
+    agent stalled in it: inconclusive, never a failure. Any stall counts, not
+    only its length: a check or flight lost to a stall costs a whole
+    retransmission timeout (RFC 8445 §14.3, RFC 6347 §4.2.4.1) on top."""
+    if stalled > 0:
+        actual += f"; agent stalled {_ms(stalled)}"
+    if value <= limit:
+        return Check(name, expected, actual, True)
+    return Check(name, expected, actual, False, inconclusive=True if stalled else None)
+
+
+def _never_started(result: Mapping[str, Any]) -> list[str]:
+    """Directions due (sending, observed, not on hold at hang-up) that brought
+    no packet at all."""
+
+    def on_hold(d: str) -> bool:
+        spans = _lookup(result, f"media.{d}.not_due")
+        return isinstance(spans, list) and any(
+            isinstance(s, Mapping) and s.get("end_ms") is None for s in spans
+        )
+
+    return [
+        d
+        for d, received in _per_direction(result, "packets_received").items()
+        if received == 0 and not on_hold(d)
+    ]
+
+
 def _call_up(result: Mapping[str, Any]) -> Check:
     expected = "connected until the end"
     if not result.get("connected"):
@@ -92,6 +181,7 @@ def _call_up(result: Mapping[str, Any]) -> Check:
             for d, since in _per_direction(result, "state_since_ms").items()
             if _lookup(result, f"media.{d}.state") == "stopped"
         ]
+        stopped += [f"{d} never started" for d in _never_started(result)]
         if stopped:
             return Check(
                 "call_up", expected, "connected, but " + ", ".join(stopped), False
@@ -107,7 +197,31 @@ def _max_setup(result: Mapping[str, Any], limit_ms: float) -> Check:
     if setup_ms is None:
         actual = _NOT_MEASURED if result.get("connected") else _NEVER_CONNECTED
         return Check("max_setup_ms", expected, actual, False)
-    return Check("max_setup_ms", expected, _ms(setup_ms), setup_ms <= limit_ms)
+    stalled = _stalled_ms(result, 0.0, setup_ms)
+    return _judged_span(
+        "max_setup_ms", expected, _ms(setup_ms), setup_ms, limit_ms, stalled
+    )
+
+
+def _max_media_start(result: Mapping[str, Any], limit_ms: float) -> Check:
+    name, expected = "max_media_start_ms", f"<= {_ms(limit_ms)} after setup"
+    if not result.get("connected"):
+        return Check(name, expected, _NEVER_CONNECTED, False)
+    never = _never_started(result)
+    if never:
+        actual = ", ".join(
+            f"{d} never started (no packet until hang-up)" for d in never
+        )
+        return Check(name, expected, actual, False)
+    starts = _per_direction(result, "start_ms")
+    measured = {d: v for d, v in starts.items() if v is not None}
+    if not measured or len(measured) < len(starts):
+        return Check(name, expected, _NOT_MEASURED, False)
+    worst = max(measured.values())
+    setup = _number(result.get("setup_ms")) or 0.0
+    stalled = _stalled_ms(result, setup, setup + worst)
+    actual = ", ".join(f"{_ms(v)} ({d})" for d, v in measured.items())
+    return _judged_span(name, expected, actual, worst, limit_ms, stalled)
 
 
 def _count(
@@ -247,15 +361,55 @@ def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
     return Check("max_media_gap_ms", expected, actual, worst <= limit_ms)
 
 
-def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
-    expected = f"<= {limit}"
+def _lost_in_stalls(result: Mapping[str, Any], directions: list[str]) -> int:
+    """Packets missing across media gaps of ``directions`` that overlap a
+    stall of the agent (its lateness may have made them, or kept them out)."""
+    stalls = _stalls(result)
+    events = result.get("events")
+    total = 0
+    for e in events if isinstance(events, list) else []:
+        if not isinstance(e, Mapping) or e.get("type") != "media_gap":
+            continue
+        detail = e.get("detail")
+        if not isinstance(detail, Mapping) or detail.get("direction") not in directions:
+            continue
+        start = _number(e.get("t_ms")) or 0.0
+        end = start + (_number(detail.get("length_ms")) or 0.0)
+        if any(a <= end and b >= start for a, b in stalls):
+            total += int(_number(detail.get("packets_missing")) or 0)
+    return total
+
+
+def _lost_check(
+    name: str, expected: str, result: Mapping[str, Any], limit: int | None
+) -> tuple[Check | None, int, str, int]:
     lost = _per_direction(result, "packets_lost")
     if not lost or any(value is None for value in lost.values()):
         actual = _NEVER_CONNECTED if not result.get("connected") else _NOT_MEASURED
-        return Check("max_packets_lost", expected, actual, False)
+        return Check(name, expected, actual, False), 0, "", 0
     total = int(sum(value for value in lost.values() if value is not None))
     detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
-    return Check("max_packets_lost", expected, f"{total} ({detail})", total <= limit)
+    return None, total, f"{total} ({detail})", _lost_in_stalls(result, list(lost))
+
+
+def _packets(count: float) -> str:
+    return f"{count:.0f} packets"
+
+
+def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
+    expected = f"<= {limit}"
+    missing, total, actual, mine = _lost_check(
+        "max_packets_lost", expected, result, limit
+    )
+    if missing is not None:
+        return missing
+    if mine and total > limit:
+        actual += f"; {mine} in gaps while the agent stalled"
+        stalled = _stalled_ms(result, 0.0, float("inf"))
+        if total - mine <= limit:
+            actual += f"; agent stalled {_ms(stalled)}"
+            return Check("max_packets_lost", expected, actual, False, inconclusive=True)
+    return Check("max_packets_lost", expected, actual, total <= limit)
 
 
 def _media_gap_range(result: Mapping[str, Any], want: CountRange) -> Check:
@@ -266,17 +420,33 @@ def _media_gap_range(result: Mapping[str, Any], want: CountRange) -> Check:
         return Check("media_gap_ms", str(want), actual, False)
     direction, worst = max(measured.items(), key=lambda item: item[1])
     actual = f"{_ms(worst)} ({direction})"
-    return Check("media_gap_ms", str(want), actual, want.contains(round(worst)))
+    if want.contains(round(worst)) or want.max is None:
+        return Check("media_gap_ms", str(want), actual, want.contains(round(worst)))
+    # Over the maximum: as max_media_gap_ms, the agent's share may hide more.
+    agent = max(
+        (g or 0.0 for g in _per_direction(result, "agent_gap_ms").values()),
+        default=0.0,
+    )
+    if agent > want.max:
+        actual += f"; agent stalled {_ms(agent)}"
+        return Check("media_gap_ms", str(want), actual, False, inconclusive=True)
+    return Check("media_gap_ms", str(want), actual, False)
 
 
 def _packets_lost_range(result: Mapping[str, Any], want: CountRange) -> Check:
-    lost = _per_direction(result, "packets_lost")
-    if not lost or any(value is None for value in lost.values()):
-        actual = _NEVER_CONNECTED if not result.get("connected") else _NOT_MEASURED
-        return Check("packets_lost", str(want), actual, False)
-    total = int(sum(value for value in lost.values() if value is not None))
-    detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
-    return Check("packets_lost", str(want), f"{total} ({detail})", want.contains(total))
+    missing, total, actual, mine = _lost_check("packets_lost", str(want), result, None)
+    if missing is not None:
+        return missing
+    if (
+        want.max is not None
+        and total > want.max
+        and mine
+        and want.contains(max(total - mine, want.min or 0))
+    ):
+        stalled = _stalled_ms(result, 0.0, float("inf"))
+        actual += f"; {mine} in gaps while the agent stalled {_ms(stalled)}"
+        return Check("packets_lost", str(want), actual, False, inconclusive=True)
+    return Check("packets_lost", str(want), actual, want.contains(total))
 
 
 def _pair_changes_by_side(
@@ -356,6 +526,8 @@ def _checks(expect: Expectations, result: Mapping[str, Any]) -> Iterator[Check]:
         outcome = getattr(expect.outcomes, metric)
         if outcome is not None:
             yield _outcome(metric, result, outcome)
+    if expect.max_media_start_ms is not None:
+        yield _max_media_start(result, expect.max_media_start_ms)
     if expect.max_media_gap_ms is not None:
         yield _max_media_gap(result, expect.max_media_gap_ms)
     if expect.max_packets_lost is not None:

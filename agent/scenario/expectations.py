@@ -166,6 +166,9 @@ class Expectations(Section):
     causes: CauseExpectations = CauseExpectations()
     #: how each counted event ended
     outcomes: OutcomeExpectations = OutcomeExpectations()
+    #: the longest a direction took, after setup (both sides' DTLS
+    #: connected), to bring its first packet (``media.<d>.start_ms``)
+    max_media_start_ms: Milliseconds | None = None
     #: the longest gap seen by either receiver
     max_media_gap_ms: NonNegativeMilliseconds | None = None
     #: packets lost in both directions together

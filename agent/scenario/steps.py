@@ -44,6 +44,7 @@ __all__ = [
     "DtlsRehandshake",
     "Hangup",
     "IceRestart",
+    "MediaDirection",
     "Noop",
     "SbcFailover",
     "SidePolicy",
@@ -91,6 +92,10 @@ class StepTarget(Protocol):
         cause: str | None,
     ) -> None:
         """``side`` starts a new DTLS association on the live call."""
+        ...
+
+    async def set_direction(self, side: Side, direction: str) -> None:
+        """``side`` re-offers asking for ``direction`` (no ICE restart)."""
         ...
 
     async def fail_over(self, side: Side, *, ice_restart: bool) -> None:
@@ -316,3 +321,31 @@ class SbcFailover(Step):
     ) -> None:
         assert isinstance(params, SbcFailoverParams)
         await target.fail_over(self.required_side(side), ice_restart=params.ice_restart)
+
+
+class MediaDirectionParams(StepParams):
+    #: the direction ``side`` asks for, from its own point of view
+    direction: Literal["sendrecv", "sendonly", "recvonly", "inactive"]
+
+
+@register
+class MediaDirection(Step):
+    """``side`` re-offers with a new audio direction (RFC 3264 §8.4): a hold
+    (``recvonly``/``inactive``: ``side`` stops sending; ``sendonly``: the
+    other side stops) or a resume (``sendrecv``). No ICE restart, same keys.
+
+    Media a direction's receiver no longer expects is not due: silence from
+    when it applied the re-offer until a later one resumes it is no gap, no
+    lost packet and not one-way (docs/report.md).
+    """
+
+    name = "media.direction"
+    side = "required"
+    Params = MediaDirectionParams
+    summary = "the given side re-offers a new audio direction (hold/resume)"
+
+    async def run(
+        self, target: StepTarget, side: Side | None, params: BaseModel
+    ) -> None:
+        assert isinstance(params, MediaDirectionParams)
+        await target.set_direction(self.required_side(side), params.direction)

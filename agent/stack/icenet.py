@@ -151,6 +151,9 @@ class SideNet:
         self.socket_factory: SocketFactory | None = None
         #: (ssrc, seq) -> arrival time (time.monotonic) of an RTP datagram
         self._rtp_arrivals: dict[tuple[int, int], float] = {}
+        #: arrival time (time.monotonic) of the last DTLS datagram: when a
+        #: handshake completes, that of the flight that completed it
+        self.last_dtls_arrival: float | None = None
 
     def note_rtp_arrival(self, key: tuple[int, int], at: float) -> None:
         arrivals = self._rtp_arrivals
@@ -158,6 +161,12 @@ class SideNet:
         if len(arrivals) > _MAX_RTP_ARRIVALS:
             # Dicts keep insertion order: drop the oldest.
             del arrivals[next(iter(arrivals))]
+
+    def dtls_arrival_ms(self, now_ms: float) -> float:
+        """The last DTLS datagram's kernel arrival on a clock reading
+        ``now_ms`` now (``now_ms`` when not known)."""
+        at = self.last_dtls_arrival
+        return now_ms if at is None else now_ms - max(0.0, time.monotonic() - at) * 1e3
 
     def take_rtp_arrival(self, ssrc: int, seq: int) -> float | None:
         """When the RTP packet (``ssrc``, ``seq``) reached this host
@@ -253,6 +262,8 @@ class SocketTap:
         key = rtp_key(data)
         if key is not None:
             self.connection.net.note_rtp_arrival(key, at)
+        elif data and 19 < data[0] < 64:  # DTLS (RFC 7983 §7)
+            self.connection.net.last_dtls_arrival = at
         self.connection.note_received(self._protocol, addr, data)
         self._receive(data, addr)
 

@@ -25,7 +25,7 @@ class PeerListener(Protocol):
 
     def on_ice_gathering(self, state: str, generation: int) -> None: ...
     def on_ice_state(self, state: str, generation: int) -> None: ...
-    def on_dtls_state(self, state: str) -> None: ...
+    def on_dtls_state(self, state: str, at_ms: float | None = None) -> None: ...
     def on_connection_state(self, state: PeerState) -> None: ...
     def on_selected_pair(self, pair: SelectedPair, generation: int) -> None: ...
     def on_ice_restart_started(
@@ -46,6 +46,7 @@ class PeerListener(Protocol):
         self, ssrc: int, seq: int, timestamp: int, arrival_ms: float
     ) -> None: ...
     def on_rtp_bye(self, ssrc: int) -> None: ...
+    def on_media_direction(self, direction: str) -> None: ...
 
 
 class NullListener:
@@ -57,7 +58,7 @@ class NullListener:
     def on_ice_state(self, state: str, generation: int) -> None:
         pass
 
-    def on_dtls_state(self, state: str) -> None:
+    def on_dtls_state(self, state: str, at_ms: float | None = None) -> None:
         pass
 
     def on_connection_state(self, state: PeerState) -> None:
@@ -94,4 +95,7 @@ class NullListener:
         pass
 
     def on_rtp_bye(self, ssrc: int) -> None:
+        pass
+
+    def on_media_direction(self, direction: str) -> None:
         pass

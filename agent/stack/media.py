@@ -148,6 +148,8 @@ class RtpAudioSender:
         self._seq = rng.randrange(0, 1 << 16)
         self._timestamp = rng.randrange(0, 1 << 32)
         self._task: asyncio.Task[None] | None = None
+        #: loop time the sender was stopped (its RTP clock runs on)
+        self._stopped_at: float | None = None
         self.packets_sent = 0
         self.octets_sent = 0
         self.send_errors = 0
@@ -163,10 +165,18 @@ class RtpAudioSender:
 
     def start(self) -> None:
         if self._task is None:
+            if self._stopped_at is not None:
+                # Resumed (a re-offer put media back on): the RTP clock kept
+                # running while nothing was sent (RFC 3550 §5.1).
+                paused_s = asyncio.get_running_loop().time() - self._stopped_at
+                ticks = int(paused_s * OPUS_CLOCK_RATE)
+                self._timestamp = (self._timestamp + ticks) & 0xFFFFFFFF
+                self._stopped_at = None
             self._task = asyncio.create_task(self._run(), name=f"rtp-send-{self.ssrc}")
 
     async def stop(self) -> None:
         if self._task is not None:
+            self._stopped_at = asyncio.get_running_loop().time()
             self._task.cancel()
             try:
                 await self._task

@@ -51,6 +51,7 @@ from agent.stack.sdp import (
     build_description,
     check_transport,
     fingerprints_differ,
+    intersect,
     parse_sdp,
     payload_type,
     reverse,
@@ -134,6 +135,10 @@ class Negotiator:
 
     def __init__(self, *, audio: bool, session_id: int) -> None:
         self.audio = audio
+        #: the direction this side wants (its transceiver's, JSEP §4.2.4):
+        #: what it offers, and the most it answers; see :meth:`want_direction`
+        self.wanted_direction = "sendrecv" if audio else "recvonly"
+        self._direction_before_offer: str | None = None
         self.state = SignalingState.STABLE
         self.negotiated: Negotiated | None = None
         #: we made the first offer of the call (the impolite side in glare)
@@ -168,7 +173,7 @@ class Negotiator:
             mid="0",
             payload_type=OPUS_PAYLOAD_TYPE,
             extensions=list(OFFERED_EXTENSIONS),
-            local_direction="sendrecv" if self.audio else "recvonly",
+            local_direction=self.wanted_direction,
         )
         return True
 
@@ -183,6 +188,19 @@ class Negotiator:
         """Our offer got no usable answer: back to stable (if it still stands)."""
         if self.state is SignalingState.HAVE_LOCAL_OFFER:
             self.handle(SignalingEvent.ROLLBACK)
+        self._restore_direction()
+
+    def want_direction(self, direction: str) -> None:
+        """Make the next offer ask for ``direction`` (a hold, a mute by
+        re-offer); without audio to send, sending is never asked for."""
+        if not self.audio:
+            direction = intersect(direction, "recvonly")
+        self.wanted_direction = direction
+
+    def _restore_direction(self) -> None:
+        if self._direction_before_offer is not None and self.negotiated is not None:
+            self.negotiated.local_direction = self._direction_before_offer
+        self._direction_before_offer = None
 
     def abandon_remote_offer(self) -> None:
         """Answering failed half-way (our own I/O): back to stable."""
@@ -208,10 +226,12 @@ class Negotiator:
                 f"remote answer dropped Opus payload type {neg.payload_type}"
             )
         self.handle(SignalingEvent.RECEIVE_ANSWER)
+        self._direction_before_offer = None
+        # Every answer settles the direction, a re-offer's too (a hold).
+        neg.local_direction = answered_direction(
+            neg.local_direction, audio.direction or "sendrecv"
+        )
         if not self.established:
-            neg.local_direction = answered_direction(
-                neg.local_direction, audio.direction or "sendrecv"
-            )
             neg.dtls_role = "server" if audio.dtls.role == "client" else "client"
             self.established = True
         if audio.ssrc:
@@ -232,6 +252,7 @@ class Negotiator:
             if self.is_offerer:
                 raise Glare("glare: an offer arrived while ours is pending")
             self.handle(SignalingEvent.ROLLBACK)
+            self._restore_direction()
             rolled_back = True
         self.handle(SignalingEvent.RECEIVE_OFFER)
         return RemoteOffer(audio, list(offer.media), rolled_back)
@@ -266,6 +287,11 @@ class Negotiator:
             )
         else:
             self._check_reoffer(audio, self.negotiated)
+            # A re-offer may change the direction (hold, resume): answer
+            # within both the offer and what we want.
+            self.negotiated.local_direction = intersect(
+                reverse(audio.direction or "sendrecv"), self.wanted_direction
+            )
             ice_restart = current_remote_ice is not None and (
                 audio.ice.usernameFragment != current_remote_ice.usernameFragment
                 or audio.ice.password != current_remote_ice.password
@@ -284,9 +310,9 @@ class Negotiator:
         if opus is None:
             raise SignalingError("remote offer's audio section does not offer Opus")
         supported = {uri for _, uri in OFFERED_EXTENSIONS}
-        local_direction = reverse(audio.direction or "sendrecv")
-        if not self.audio and local_direction == "sendrecv":
-            local_direction = "recvonly"
+        local_direction = intersect(
+            reverse(audio.direction or "sendrecv"), self.wanted_direction
+        )
         return Negotiated(
             mid=audio.rtp.muxId or "0",
             payload_type=payload_type(opus),
@@ -325,6 +351,11 @@ class Negotiator:
         """Our offer, once :meth:`create_offer` started it and we gathered."""
         if self.state is not SignalingState.HAVE_LOCAL_OFFER:
             raise IllegalTransition(self.state, SignalingEvent.SEND_OFFER)
+        assert self.negotiated is not None
+        if self.established and self._direction_before_offer is None:
+            # A re-offer asks for what we want now; the answer settles it.
+            self._direction_before_offer = self.negotiated.local_direction
+            self.negotiated.local_direction = self.wanted_direction
         return self._describe("offer", self.offer_setup(), transport, source, None)
 
     def close(self) -> None:

@@ -73,6 +73,7 @@ from agent.stack.liveness import (
 from agent.stack.media import RtpAudioReceiver, RtpAudioSender
 from agent.stack.negotiation import Negotiator
 from agent.stack.peer_dtls import PeerDtls
+from agent.stack.peer_hold import PeerHold
 from agent.stack.peer_ice import PeerIce
 from agent.stack.sdp import LocalSource, Negotiated, parse_sdp, receive_parameters
 
@@ -129,9 +130,10 @@ class Peer:
             on_state=self._on_ice_state,
         )
         self._rolled_back = False
-        #: the peer's DTLS and ICE behaviour, one collaborator each
+        #: the peer's DTLS, ICE and hold behaviour, one collaborator each
         self.dtls_side = PeerDtls(self)
         self.ice_side = PeerIce(self)
+        self.hold = PeerHold(self)
         self.dtls_side.record_certificate(self.certificate, "initial")
         self.ice_generations.new()
 
@@ -245,6 +247,7 @@ class Peer:
             # A new remote certificate means a new DTLS association (a
             # browser's "DTLS restart", an SBC's backup): set it up in our role.
             self.dtls_side.remote_rehandshake("fingerprint_change")
+        await self.hold.follow()
         return answer
 
     async def accept_answer(self, answer_sdp: str) -> None:
@@ -255,6 +258,7 @@ class Peer:
             return
         await generation.apply_remote(audio)
         self.ice_side.start_generation(generation)
+        await self.hold.follow()
 
     async def accept_ice_restart(
         self, ufrag: str, pwd: str, candidates: list[str], *, end: bool = False
@@ -376,7 +380,8 @@ class Peer:
 
     # DtlsListener (from SrtpTransport)
     def on_dtls_state(self, state: str) -> None:
-        self._listener.on_dtls_state(state)
+        at = self.config.net.dtls_arrival_ms(self._clock_ms())  # last flight in
+        self._listener.on_dtls_state(state, at if state == "connected" else None)
         self._update_state()
 
     def on_dtls_rehandshake_started(

@@ -138,14 +138,25 @@ def reverse(direction: str) -> str:
     return {"sendonly": "recvonly", "recvonly": "sendonly"}.get(direction, direction)
 
 
+def _directions(direction: str) -> tuple[bool, bool]:
+    return direction in ("sendrecv", "sendonly"), direction in ("sendrecv", "recvonly")
+
+
+def intersect(a: str, b: str) -> str:
+    """What both allow: sends only if both send, receives only if both receive
+    (JSEP §5.3.1: an answer's direction within the offer's and our own)."""
+    (send_a, recv_a), (send_b, recv_b) = _directions(a), _directions(b)
+    send, recv = send_a and send_b, recv_a and recv_b
+    return {
+        (True, True): "sendrecv",
+        (True, False): "sendonly",
+        (False, True): "recvonly",
+    }.get((send, recv), "inactive")
+
+
 def answered_direction(offered: str, answered: str) -> str:
     """Our direction after the far end answered ``answered`` to our ``offered``."""
-    if answered == "inactive":
-        return "inactive"
-    return {
-        ("sendrecv", "recvonly"): "sendonly",
-        ("sendrecv", "sendonly"): "recvonly",
-    }.get((offered, answered), offered)
+    return intersect(offered, reverse(answered))
 
 
 def fingerprints_differ(

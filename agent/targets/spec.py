@@ -360,4 +360,9 @@ def _step_refusal(target: Target, caps: Capabilities, step: StepView) -> str | N
                 f"needs a re-offer with a new certificate, and {target} "
                 "renegotiates nothing but ICE restarts (RFC 9725 §4.3)"
             )
+        if step.do == "media.direction":
+            return (
+                f"needs a re-offer, and {target} "
+                "renegotiates nothing but ICE restarts (RFC 9725 §4.3)"
+            )
     return None

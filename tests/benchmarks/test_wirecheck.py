@@ -28,6 +28,7 @@ from benchmarks.wirecheck import (
     format_result,
     run_captured,
 )
+from benchmarks.wirecheck_compare import fault_windows
 from benchmarks.wirecheck_facts import wire_facts
 from benchmarks.wirecheck_pcap import (
     Datagram,
@@ -263,3 +264,31 @@ def test_reader_demultiplexes_by_first_byte_and_finds_each_fact(tmp_path: Path) 
         100.010
     )  # not the STUN server's request
     assert facts.excluded == {(a, stun_server): 1}
+
+
+def test_a_receivers_failover_is_a_window_the_wire_is_blind_to() -> None:
+    # sbc_failover: the callee dropped its keys, so the caller's SRTP on the
+    # wire was no media to it until the new handshake: a report gap there
+    # with no wire silence is blindness, not a disagreement.
+    call: dict[str, Any] = {
+        "events": [
+            {
+                "type": "dtls_rehandshake",
+                "t_ms": 4522.9,
+                "side": "callee",
+                "initiator": "local",
+                "detail": {"trigger": "failover", "duration_ms": 188.2},
+            },
+            {
+                "type": "dtls_rehandshake",
+                "t_ms": 4563.8,
+                "side": "caller",
+                "initiator": "remote",
+                "detail": {"trigger": "fingerprint_change", "duration_ms": 128.9},
+            },
+        ]
+    }
+    (window,) = fault_windows(call)
+    assert window.hides_inbound("callee", 4522.0, 4711.0)
+    assert not window.hides_inbound("caller", 4522.0, 4711.0)
+    assert not window.hides_inbound("callee", 4800.0, 4900.0)

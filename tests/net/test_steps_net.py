@@ -37,6 +37,8 @@ class Target:
 
     async def fail_over(self, side: Side, *, ice_restart: bool) -> None: ...
 
+    async def set_direction(self, side: Side, direction: str) -> None: ...
+
     async def apply_fault(
         self, side: Side | None, fault: str, params: FaultParams
     ) -> None:

@@ -3,8 +3,15 @@
 
 from __future__ import annotations
 
-from agent.observe.correlate import build_timeline
-from agent.observe.events import MediaGapEvent, NoteDetail, NoteEvent
+from agent.observe.correlate import LOOP_STALL, build_timeline
+from agent.observe.events import (
+    ConnectionStateDetail,
+    ConnectionStateEvent,
+    Event,
+    MediaGapEvent,
+    NoteDetail,
+    NoteEvent,
+)
 from agent.observe.media import MediaAnalyzer, until_end
 from agent.observe.model import Side
 from agent.observe.observer import PeerObserver
@@ -88,3 +95,47 @@ def test_after_an_rtcp_bye_the_far_ends_silence_is_no_gap() -> None:
     assert [
         e.detail.until_end for e in silent.events if isinstance(e, MediaGapEvent)
     ] == [True]
+
+
+def _connected(side: Side) -> ConnectionStateEvent:
+    return ConnectionStateEvent(
+        t_ms=50.0, side=side, detail=ConnectionStateDetail(state="connected")
+    )
+
+
+def _loop_stall(t: float, length_ms: float) -> NoteEvent:
+    # The loop watch notes on the local side's observer, for the process.
+    return NoteEvent(
+        t_ms=t,
+        side=CALLER,
+        cause="agent_stall",
+        detail=NoteDetail(text=LOOP_STALL, stall_ms=length_ms),
+    )
+
+
+def test_a_sender_pause_then_a_loop_stall_explain_a_gap_together() -> None:
+    # field_mix under load: the callee's sender was late 165 ms, then the
+    # whole loop stalled 233 ms; the caller heard one 252 ms gap that
+    # neither explains alone (more than 60 ms left over each time).
+    events: list[Event] = [
+        _connected(CALLER),
+        _connected(CALLEE),
+        sender_pause(78413.8, 164.9, CALLEE),
+        gap(78476.1, 251.6, CALLER),
+        _loop_stall(78495.7, 232.8),
+    ]
+    (mine,) = [e for e in build_timeline(events) if isinstance(e, MediaGapEvent)]
+    assert mine.cause == "agent_stall", mine
+    assert mine.detail.stall_ms == round(78495.7 + 232.8 - 78413.8, 1)
+
+
+def test_a_loop_stall_explains_nothing_of_a_far_end_we_do_not_run() -> None:
+    # A remote call: only the caller is ours. The far end kept sending
+    # whatever our loop did (arrival times are the kernel's).
+    events: list[Event] = [
+        _connected(CALLER),
+        _loop_stall(1000.0, 300.0),
+        gap(990.0, 320.0),
+    ]
+    (theirs,) = [e for e in build_timeline(events) if isinstance(e, MediaGapEvent)]
+    assert theirs.cause is None

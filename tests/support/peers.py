@@ -59,7 +59,7 @@ class Recorder:
         self.changed.set()
         self.restarts.append((outcome, generation, ""))
 
-    def on_dtls_state(self, state: str) -> None:
+    def on_dtls_state(self, state: str, at_ms: float | None = None) -> None:
         self.changed.set()
         self.dtls_states.append(state)
 
@@ -96,6 +96,9 @@ class Recorder:
             self.got_rtp.set()
 
     def on_rtp_bye(self, ssrc: int) -> None:
+        self.changed.set()
+
+    def on_media_direction(self, direction: str) -> None:
         self.changed.set()
 
 

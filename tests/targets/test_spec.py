@@ -162,3 +162,18 @@ def test_a_bad_target_in_a_file_names_the_line(tmp_path: Path) -> None:
     done = callagent("check", str(scenario))
     assert done.returncode == 2
     assert "s.yaml:3" in done.stderr and "unknown target" in done.stderr
+
+
+def test_a_hold_by_re_offer_needs_a_far_end_that_answers_re_offers() -> None:
+    steps = [
+        StepView(0, "media.direction", "caller", {"direction": "recvonly"}),
+        StepView(1, "media.direction", "callee", {"direction": "recvonly"}),
+    ]
+    whip = parse_target("whip+http://127.0.0.1:9/whip")
+    found = refusals(whip, steps)
+    assert [w for w, _ in found] == ["steps[0]", "steps[1]"]
+    assert "renegotiates nothing but ICE restarts" in found[0][1]
+    # A browser answers the agent's re-offer, but is not told to hold.
+    chromium = parse_target("browser:chromium")
+    assert [w for w, _ in refusals(chromium, steps)] == ["steps[1]"]
+    assert refusals(parse_target("agent"), steps) == []
