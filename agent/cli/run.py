@@ -43,6 +43,8 @@ from agent.cli.parser import (
     EXIT_INCONCLUSIVE,
     EXIT_INTERRUPTED,
     EXIT_OK,
+    build_parser,
+    subcommand,
 )
 from agent.cli.resources import ResourceSampler
 from agent.cli.targeting import check_targets
@@ -192,8 +194,11 @@ async def run_scenarios(
             # same moment in each (a worker's imports take a second or two).
             args.start_at = time.time() + WORKERS_START_LEAD_S
         outcomes[:] = [WorkerOutcome(i) for i in range(workers)]
+        run_parser = subcommand(build_parser(), "run")
         await run_workers(
-            lambda i: worker_argv(args, i, workers, runner.seed, meta["run_id"]),
+            lambda i: worker_argv(
+                run_parser, args, i, workers, runner.seed, meta["run_id"]
+            ),
             outcomes,
             progress=progress,
             on_call=on_result,

@@ -1,18 +1,59 @@
-"""Run ``callagent call`` in a child process and read the one call it reports."""
+"""Run ``callagent`` in a child process, as a user would, and read what it wrote.
+
+One runner for every test that starts the command: :func:`run` waits for it,
+:func:`start` hands back the running process (to signal it, or to read its
+output as it comes), :func:`call` is ``callagent call`` from a coroutine.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
-CALLAGENT = [sys.executable, "-m", "agent.cli.main"]
+# The installed entry (agent.cli:launch), not agent.cli.main: it takes over
+# SIGINT/SIGTERM before the slow imports (see agent/cli/__init__.py). The
+# working directory is the checkout, so the child runs this tree's code.
+CALLAGENT = [sys.executable, "-m", "agent.cli"]
+
+
+def run(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
+    """``callagent ARGS`` to its end: exit code, stdout and stderr as text."""
+    return subprocess.run(
+        [*CALLAGENT, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def start(
+    *args: str,
+    stdout: int = subprocess.PIPE,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """``callagent ARGS`` started: stderr is a pipe, stdout one unless told;
+    ``env`` is added to this process's environment."""
+    return subprocess.Popen(
+        [*CALLAGENT, *args],
+        cwd=ROOT,
+        stdout=stdout,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=None if env is None else {**os.environ, **env},
+    )
 
 
 async def call(*args: str) -> tuple[int, str, str]:
+    """``callagent call ARGS`` from a coroutine: exit code, stdout, stderr."""
     process = await asyncio.create_subprocess_exec(
         *CALLAGENT,
         "call",
