@@ -36,14 +36,7 @@ from agent.cli.lab import cmd_lab, lab_preflight
 from agent.cli.load import cmd_merge
 from agent.cli.matrix import cmd_matrix
 from agent.cli.outputs import check_output_dir, check_output_file
-from agent.cli.parser import (
-    EXIT_BAD_INPUT,
-    EXIT_FAILED,
-    EXIT_INCONCLUSIVE,
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    build_parser,
-)
+from agent.cli.parser import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, build_parser
 from agent.cli.run import (
     cmd_call,
     cmd_run,
@@ -63,23 +56,14 @@ from agent.scenario.loader import load_scenarios
 from agent.scenario.steps import STEPS
 from agent.scenario.steps_net import fault_of, step_signature
 
-# The command's parts, importable from here as before the split.
+# build_parser and run_exit_code: importable from here as before the split.
 __all__ = [
-    "EXIT_BAD_INPUT",
-    "EXIT_FAILED",
-    "EXIT_INCONCLUSIVE",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
     "build_parser",
-    "cmd_call",
     "cmd_check",
     "cmd_report",
-    "cmd_run",
     "cmd_steps",
     "main",
     "run_exit_code",
-    "run_metadata",
-    "run_scenarios",
 ]
 
 logger = logging.getLogger("agent.cli")
