@@ -30,7 +30,6 @@ __all__ = [
     "EXIT_INTERRUPTED",
     "EXIT_OK",
     "build_parser",
-    "seed_arg",
     "subcommand",
 ]
 
@@ -45,7 +44,7 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: {message} (see --help)\n")
 
 
-def seed_arg(text: str) -> int:
+def _seed(text: str) -> int:
     try:
         seed = int(text)
     except ValueError:
@@ -88,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--seed",
-        type=seed_arg,
+        type=_seed,
         help="seed for every random choice (recorded in the report)",
     )
     run.add_argument(
@@ -149,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     call.add_argument(
         "--openmetrics", type=output_path, help="also write Prometheus text"
     )
-    call.add_argument("--seed", type=seed_arg, help="seed for every random choice")
+    call.add_argument("--seed", type=_seed, help="seed for every random choice")
     call.add_argument("--quiet", action="store_true", help="no live progress")
 
     add_serve_parser(sub)
