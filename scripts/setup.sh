@@ -2,8 +2,9 @@
 # Set up callagent on a fresh Debian machine (Python 3.11, root): a virtualenv in
 # .venv with the pinned dependencies. `--dev` adds the test tools and the Debian
 # packages the tests need (headless Chromium and Firefox ESR as remote peers,
-# iproute2/nftables/conntrack for the network lab, tcpdump for the lab's capture
-# tests and benchmarks/wirecheck.py). Idempotent: re-running is cheap.
+# Janus and GStreamer's webrtcbin as remote far ends, iproute2/nftables/conntrack
+# for the network lab, tcpdump for the lab's capture tests and
+# benchmarks/wirecheck.py). Idempotent: re-running is cheap.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,8 +43,11 @@ fi
 if [ $dev -eq 1 ]; then
   # The ray extra too: CI runs the fleet test against a real local Ray cluster.
   .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[dev,ray]"
-  apt_install iproute2 nftables conntrack tcpdump
+  # janus: the Janus target's tests launch it in a kernel-lab namespace.
+  apt_install iproute2 nftables conntrack tcpdump janus
   bash scripts/install-browsers.sh
+  # The gstreamer target's tests: webrtcbin through the system Python.
+  bash scripts/install-gstreamer.sh
 else
   .venv/bin/python -m pip install -q --disable-pip-version-check -e .
   # The built-in suite's firewall_overflow runs in the kernel lab.

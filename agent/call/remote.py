@@ -133,6 +133,23 @@ class RemoteCall(Call):
         except SignalingError:
             pass  # the peer rejects it with the real reason
 
+    async def accept_remote_offer(self, sdp: str) -> str:
+        """Answer the far end's re-offer (its ICE restart, a new certificate)
+        over our signalling; what it says about the far end goes to ``sides``."""
+        # No await before the peer: a glare rollback must happen first.
+        answer = await self.peer.accept_offer(sdp)
+        self.learn_remote(sdp, "offer")
+        return answer
+
+    async def add_remote_candidate(self, candidate: str | None) -> None:
+        """One trickled far-end candidate (``None``: end-of-candidates)."""
+        try:
+            await self.peer.add_remote_candidate(candidate)
+        except ValueError as exc:
+            # aioice refuses a candidate after end-of-candidates.
+            reason = str(exc) or "malformed candidate line"
+            raise SignalingError(f"cannot add remote candidate: {reason}") from exc
+
     def entry(self, *, duration_ms: float) -> CallEntry:
         entry = super().entry(duration_ms=duration_ms)
         local = entry.sides[str(self.local_side)]
@@ -262,18 +279,10 @@ class ServedCall:
         return self._ended
 
     async def accept_offer(self, sdp: str) -> str:
-        # No await before the peer: a glare rollback must happen first.
-        answer = await self.call.peer.accept_offer(sdp)
-        self.call.learn_remote(sdp, "offer")
-        return answer
+        return await self.call.accept_remote_offer(sdp)
 
     async def add_candidate(self, candidate: str | None) -> None:
-        try:
-            await self.call.peer.add_remote_candidate(candidate)
-        except ValueError as exc:
-            # aioice refuses a candidate after end-of-candidates.
-            reason = str(exc) or "malformed candidate line"
-            raise SignalingError(f"cannot add remote candidate: {reason}") from exc
+        await self.call.add_remote_candidate(candidate)
 
     async def restart_ice(self, remote: IceCredentials, end: bool) -> IceCredentials:
         peer = self.call.peer

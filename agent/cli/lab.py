@@ -24,11 +24,14 @@ from typing import Any
 
 from rich.console import Console
 
+from agent.cli.targeting import scenario_target
 from agent.errors import UsageError
 from agent.net.lab import Lab, Role, clean, unavailable_reason
 from agent.scenario.loader import load_scenarios
 from agent.scenario.model import Scenario
 from agent.scenario.network import kernel_refusal
+from agent.targets.janus.launcher import janus_unavailable
+from agent.targets.spec import Target, TargetKind
 
 __all__ = ["add_lab_parser", "cmd_lab", "lab_preflight"]
 
@@ -46,12 +49,38 @@ def add_lab_parser(sub: Any) -> None:
 
 
 def lab_preflight(
-    scenarios: list[Scenario], forced: str | None, *, here: bool = True
+    scenarios: list[Scenario],
+    forced: str | None,
+    *,
+    here: bool = True,
+    target: Target | None = None,
 ) -> None:
     """Refuse, in one line (UsageError: exit 2), a kernel lab that cannot
     express a scenario or (``here``) cannot be built on this host; nothing
-    when no scenario runs in a kernel lab."""
-    kernel = [s for s in scenarios if (forced or s.network.lab) == "kernel"]
+    when no scenario runs in a kernel lab. A target that lives in the lab
+    (``janus``, ``gstreamer``: libnice) puts every scenario there, whatever
+    ``--lab`` says."""
+    kernel = []
+    janus_here = False
+    for scenario in scenarios:
+        far = scenario_target(scenario, target)
+        if far.kind is TargetKind.JANUS and not far.needs_lab:
+            if (forced or scenario.network.lab) == "kernel":
+                raise UsageError(
+                    f"{scenario.name}: {far} is reached from this host's "
+                    "namespace, not from inside a kernel lab (--target janus "
+                    "runs a Janus of callagent's own in the lab)"
+                )
+            continue
+        if far.needs_lab and far.kind is TargetKind.JANUS:
+            janus_here = True
+            if scenario.network.shared:
+                raise UsageError(
+                    f"{scenario.name}: --target {far} runs one Janus in each "
+                    "call's own lab; network.shared is not supported"
+                )
+        if far.needs_lab or (forced or scenario.network.lab) == "kernel":
+            kernel.append(scenario)
     if not kernel:
         return
     for scenario in kernel:
@@ -60,7 +89,11 @@ def lab_preflight(
             raise UsageError(f"{scenario.name}: {reason}")
     reason = unavailable_reason() if here else None
     if reason is not None:
-        raise UsageError(f"--lab kernel: {reason}")
+        who = "--lab kernel" if forced or not janus_here else "--target janus"
+        raise UsageError(f"{who}: {reason}")
+    reason = janus_unavailable() if here and janus_here else None
+    if reason is not None:
+        raise UsageError(reason)
 
 
 async def cmd_lab(args: argparse.Namespace, console: Console) -> int:

@@ -157,6 +157,13 @@ WORKER_OWN_OPTIONS: dict[str, str] = {
 }
 
 
+def _written(value: Any) -> str:
+    # A value shown otherwise than it was written (a Janus target leaves its
+    # admin secret out when printed) says how to write it again.
+    as_argument = getattr(value, "as_argument", None)
+    return str(as_argument() if callable(as_argument) else value)
+
+
 def option_argv(action: argparse.Action, value: Any) -> list[str]:
     """The command-line words that parse back to ``value`` for ``action``."""
     flag = max(action.option_strings, key=len)
@@ -171,9 +178,9 @@ def option_argv(action: argparse.Action, value: Any) -> list[str]:
     if action.nargs == 0:  # store_true, store_false, store_const
         return [] if value == action.default else [flag]
     if action.nargs is None and type(action) is argparse._AppendAction:
-        return [word for item in value for word in (flag, str(item))]
+        return [word for item in value for word in (flag, _written(item))]
     if action.nargs is None and type(action) is argparse._StoreAction:
-        return [flag, str(value)]
+        return [flag, _written(value)]
     raise TypeError(
         f"{flag}: a worker cannot be handed this kind of option; teach "
         "agent.cli.load.option_argv, or list it in WORKER_OWN_OPTIONS"

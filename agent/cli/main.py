@@ -5,7 +5,8 @@
     callagent run SCENARIO... [--report R.json] [--junit J.xml] [--openmetrics M.prom]
     callagent check SCENARIO...        validate scenario files, run nothing
     callagent matrix --target T        the resilience matrix of a far end
-    (run/check/matrix: --target agent|whip+http(s)://…|browser:chromium|firefox)
+    (run/check/matrix: --target agent|whip+http(s)://…|browser:chromium|firefox|
+     janus|janus+http(s)://…/janus)
     callagent report out.json [--timeline] [--junit F] [--openmetrics F]
     callagent steps                    list the scenario steps this build knows
     callagent call URL [--scenario F] [--token T] [--report R.json]   WHIP client
@@ -170,7 +171,7 @@ def _dispatch(args: argparse.Namespace, console: Console) -> int:
 def cmd_check(args: argparse.Namespace, console: Console) -> int:
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)
-    lab_preflight(scenarios, args.lab, here=False)
+    lab_preflight(scenarios, args.lab, here=False, target=args.target)
     for scenario in scenarios:
         console.print(
             f"ok  {scenario.name}: {len(scenario.steps)} steps, {scenario.duration:g} s"

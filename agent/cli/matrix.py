@@ -24,6 +24,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from agent.cli.lab import lab_preflight
 from agent.cli.outputs import output_path
 from agent.cli.targeting import check_targets
 from agent.errors import ScenarioError
@@ -36,11 +37,11 @@ from agent.targets.matrix import (
     COLUMNS,
     MatrixRow,
     cell,
-    expects_recovery,
     matrix_json,
     matrix_junit,
     matrix_markdown,
     row_of,
+    shortfall,
 )
 from agent.targets.spec import Target, TargetError, parse_target
 
@@ -73,7 +74,9 @@ def add_target_options(parser: argparse.ArgumentParser) -> None:
         "--target",
         type=target_arg,
         help="the far end: agent (default), whip+http(s)://HOST/PATH, "
-        "browser:chromium, browser:firefox (overrides a file's target:)",
+        "browser:chromium, browser:firefox, janus (launched in the kernel lab), "
+        "janus+http(s)://HOST:PORT/janus[?admin=URL&secret=S] "
+        "(overrides a file's target:)",
     )
     if not any(a.dest == "token" for a in parser._actions):
         parser.add_argument(
@@ -118,6 +121,8 @@ async def cmd_matrix(
     scenarios = load_scenarios([args.scenarios])
     refused = {s.name: why for s in scenarios if (why := _refusal(s, target))}
     runnable = [s for s in scenarios if s.name not in refused]
+    # A far end that lives in the kernel lab (janus, gstreamer): one line if it cannot.
+    lab_preflight(runnable, getattr(args, "lab", None), target=target)
     calls: list[dict[str, Any]] = []
     run_code = 0
     if runnable:
@@ -148,7 +153,7 @@ async def cmd_matrix(
             row_of(
                 call,
                 cause=cause,
-                expect_recovery=expects_recovery(scenario.name, target),
+                shortfall=shortfall(scenario.name, target),
                 passed=bool(call.get("expectations", {}).get("passed")),
             )
         )

@@ -100,7 +100,7 @@ async def cmd_run(args: argparse.Namespace, console: Console) -> int:
         )
     scenarios = load_scenarios(args.scenarios)
     check_targets(scenarios, args.target)  # before any call (exit 2)
-    lab_preflight(scenarios, args.lab)
+    lab_preflight(scenarios, args.lab, target=args.target)
     return await run_scenarios(args, console, scenarios)
 
 

@@ -280,6 +280,9 @@ class ScenarioRunner:
         return call_factory(self.target_of(scenario), token=self._token)
 
     def lab_mode(self, scenario: Scenario) -> LabMode:
+        # A far end that lives in the lab itself (libnice: janus, gstreamer).
+        if self._call_factory is None and self.target_of(scenario).needs_lab:
+            return "kernel"
         return self.lab or scenario.network.lab
 
     def new_lab(self, scenario: Scenario, seed: int) -> Lab:

@@ -26,6 +26,20 @@ def call_factory(target: Target, *, token: str | None = None) -> CallFactory:
             return WhipClientCall(config, url, token=token)
 
         return whip_call
+    if target.kind is TargetKind.GSTREAMER:
+        from agent.targets.gstreamer import GStreamerCall
+
+        def gstreamer_call(config: CallConfig) -> Call:
+            return GStreamerCall(config, target)
+
+        return gstreamer_call
+    if target.kind is TargetKind.JANUS:
+        from agent.targets.janus.call import JanusCall
+
+        def janus_call(config: CallConfig) -> Call:
+            return JanusCall(config, target)
+
+        return janus_call
     # Imported here: the browser drivers are only loaded when a browser is used.
     from agent.targets.browser.call import BrowserCall
 

@@ -26,11 +26,11 @@ from agent.targets.spec import Target
 __all__ = [
     "CAUSES",
     "MatrixRow",
-    "expects_recovery",
     "matrix_json",
     "matrix_junit",
     "matrix_markdown",
     "row_of",
+    "shortfall",
 ]
 
 #: Media must have arrived this close to the end of the call to count as flowing.
@@ -49,16 +49,24 @@ CAUSES = {
 }
 
 
-def expects_recovery(scenario: str, target: Target) -> bool:
-    """What the target's capabilities honestly promise for this row."""
+def shortfall(scenario: str, target: Target) -> str | None:
+    """Why the target's capabilities say this row cannot come out right, or
+    None when they promise it can."""
     caps = target.capabilities
-    if scenario == "matrix-nat-rebind-no-recovery":
+    if scenario == "matrix-nat-rebind-no-recovery" and caps.follows_moved_peer is False:
         # Only a far end that follows a moved peer gets the agent's media path
         # back without a restart (Firefox does not, issue 13).
-        return caps.follows_moved_peer is not False
-    if scenario == "matrix-cert-rotation":
-        return caps.answers_reoffers
-    return True
+        return "does not follow a moved peer"
+    if scenario in ("matrix-cert-rotation", "matrix-ice-restart-agent"):
+        if not caps.answers_reoffers:
+            return "answers no re-offers"
+        if caps.takes_ice_restart is False:
+            # The restart is rejected (old ufrag in the answer); the rotation
+            # rides on one, so it cannot complete either.
+            return "answers the agent's ICE restart with its old credentials"
+    if scenario == "matrix-cert-rotation" and caps.takes_new_certificate is False:
+        return "keeps its old DTLS association on a new certificate"
+    return None
 
 
 @dataclass(frozen=True)
@@ -123,9 +131,10 @@ def _far_view(call: Mapping[str, Any]) -> Mapping[str, Any] | None:
 
 
 def row_of(
-    call: Mapping[str, Any], *, cause: str, expect_recovery: bool, passed: bool
+    call: Mapping[str, Any], *, cause: str, shortfall: str | None, passed: bool
 ) -> MatrixRow:
-    """The matrix row of one finished call (its report entry, as JSON)."""
+    """The matrix row of one finished call (its report entry, as JSON);
+    ``shortfall`` is :func:`shortfall`'s reason the target cannot do the row."""
     metrics = call.get("metrics") or {}
     local = str(call.get("local_side", "caller"))
     far = "callee" if local == "caller" else "caller"
@@ -141,17 +150,24 @@ def row_of(
         verdict = "ERROR"
     elif passed and back:
         verdict = "PASS"
-    elif not expect_recovery and not back:
+    elif shortfall is not None:
+        # Media may well flow (a far end that keeps its old DTLS association
+        # still carries audio), but the row's expectations did not hold, as
+        # the target's capabilities say.
         verdict = "XFAIL"
     else:
         verdict = "FAIL"
     note = str(call.get("error") or "")
     if not back:
         note = "; ".join(filter(None, [note, *_silences(call, to_agent, view)]))
-    if verdict == "PASS" and not expect_recovery:
+    if not passed:
+        note = "; ".join(filter(None, [note, *_failed_checks(call)]))
+    if verdict == "PASS" and shortfall is not None:
         note = "recovered, better than its capabilities promise"
+    # Even a PASS row says when the far end refused the agent's step.
+    note = "; ".join(filter(None, [note, *_unfinished(call)]))
     if verdict == "XFAIL":
-        note = note or "not expected to recover (see the target's capabilities)"
+        note = "; ".join(filter(None, [f"expected: the far end {shortfall}", note]))
     return MatrixRow(
         scenario=str(call.get("scenario", "")),
         cause=cause,
@@ -167,8 +183,42 @@ def row_of(
     )
 
 
-#: (field, title): restarts/rehandshakes by the agent (A) and the far end (F);
-#: gaps in ms, each way
+def _unfinished(call: Mapping[str, Any]) -> list[str]:
+    """Restarts and rehandshakes that did not complete, in words: a call can
+    stay up on the old association while a new one never came (Janus after
+    the agent's new certificate, GStreamer after the agent's ICE restart)."""
+    local = str(call.get("local_side", "caller"))
+    said: list[str] = []
+    for event in call.get("events", []):
+        kind = event.get("type")
+        if kind not in ("ice_restart", "dtls_rehandshake"):
+            continue
+        if event.get("side") not in (None, local):
+            continue  # the far side's record of it (a loopback call has both)
+        outcome = (event.get("detail") or {}).get("outcome")
+        if outcome in (None, "completed"):
+            continue
+        who = "agent" if event.get("initiator") == "local" else "far end"
+        what = "ICE restart" if kind == "ice_restart" else "DTLS rehandshake"
+        if outcome == "rejected":
+            outcome = "rejected (the answer kept the old ICE credentials)"
+        said.append(f"{what} by the {who} {outcome}")
+    return list(dict.fromkeys(said))
+
+
+def _failed_checks(call: Mapping[str, Any]) -> list[str]:
+    """The scenario's expectations that did not hold, as ``name: got X``
+    (call_up is said by :func:`_silences` already)."""
+    checks = call.get("expectations", {}).get("checks", [])
+    return [
+        f"{check.get('name')}: got {check.get('actual')}"
+        for check in checks
+        if isinstance(check, Mapping)
+        and not check.get("passed")
+        and check.get("name") != "call_up"
+    ]
+
+
 def _silences(
     call: Mapping[str, Any], to_agent: Mapping[str, Any], view: Mapping[str, Any] | None
 ) -> list[str]:

@@ -338,7 +338,8 @@ def test_workers_place_the_parents_calls_far_end_and_network_included() -> None:
 #: has no ``choices`` to pick from). A new option: add it here, so the test
 #: below can prove the workers get it.
 HANDED_ON_SAMPLES: dict[str, list[str]] = {
-    "--target": ["whip+http://127.0.0.1:9/whip"],
+    # A target printed without its admin secret: the worker still gets it.
+    "--target": ["janus+http://127.0.0.1:9/janus?admin=http://127.0.0.1:8/a&secret=s3"],
     "--token": ["s3cret"],
 }
 

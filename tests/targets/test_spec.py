@@ -38,11 +38,55 @@ def test_browsers_cannot_change_a_live_certificate() -> None:
         assert caps.restart_ice and not caps.change_certificate
 
 
+def test_gstreamer_is_a_lab_target_that_cannot_restart() -> None:
+    target = parse_target("gstreamer")
+    assert target.kind is TargetKind.GSTREAMER and target.needs_lab
+    caps = target.capabilities
+    assert not caps.restart_ice and not caps.change_certificate
+    assert caps.answers_reoffers
+    assert not parse_target("browser:chromium").needs_lab
+
+
+def test_janus_targets_launched_or_the_users_own() -> None:
+    launched = parse_target("janus")
+    assert launched.kind is TargetKind.JANUS and launched.needs_lab
+    assert launched.url is None
+    own = parse_target(
+        "janus+http://10.0.0.5:8088/janus?admin=http://10.0.0.5:7088/admin&secret=s3"
+    )
+    assert own.kind is TargetKind.JANUS and not own.needs_lab
+    assert own.url == "http://10.0.0.5:8088/janus"
+    assert own.admin_url == "http://10.0.0.5:7088/admin"
+    assert own.admin_secret == "s3"
+    # The report and the terminal show the target, never its admin secret.
+    assert "s3" not in str(own) and "admin=" in str(own)
+    # ... but a worker process gets it as written.
+    assert parse_target(own.as_argument()) == own
+    caps = launched.capabilities
+    assert not caps.restart_ice and not caps.change_certificate
+    assert not caps.hang_up and caps.answers_reoffers
+    assert caps.takes_new_certificate is False
+
+
+def test_janus_refuses_far_end_restarts_not_the_agents_certificate() -> None:
+    steps = [
+        StepView(0, "ice.restart", "callee", {}),
+        StepView(1, "ice.restart", "caller", {}),
+        StepView(2, "dtls.rehandshake", "caller", {"rotate_certificate": True}),
+        StepView(3, "hangup", "callee", {}),
+    ]
+    found = refusals(parse_target("janus"), steps)
+    assert [w for w, _ in found] == ["steps[0]", "steps[3]"]
+    assert "cannot restart ICE itself" in found[0][1]
+
+
 @pytest.mark.parametrize(
     ("text", "said"),
     [
-        ("janus+http://127.0.0.1:8088/janus", "not available in this version"),
-        ("gstreamer", "not available in this version"),
+        ("janus+http://h:8088/janus?token=x", "unknown parameter 'token'"),
+        ("janus+http://h/janus?secret=s", "secret without admin"),
+        ("janus+http://h/janus?admin=ftp://h/a", "admin must be an http"),
+        ("janus+http://", "has no host"),
         ("browser:safari", "unknown browser target"),
         ("whip+http://", "has no host"),
         ("sip:alice@example", "unknown target"),
@@ -114,7 +158,7 @@ def test_the_flag_overrides_the_files_target(tmp_path: Path) -> None:
 
 def test_a_bad_target_in_a_file_names_the_line(tmp_path: Path) -> None:
     scenario = tmp_path / "s.yaml"
-    scenario.write_text("name: s\nduration: 5s\ntarget: janus+http://h/janus\n")
+    scenario.write_text("name: s\nduration: 5s\ntarget: gstreamer\n")
     done = callagent("check", str(scenario))
     assert done.returncode == 2
     assert "s.yaml:3" in done.stderr and "not available" in done.stderr

@@ -73,15 +73,10 @@ class _Session:
 
     async def accept_offer(self, sdp: str) -> str:
         # The browser re-offers: its own ICE restart.
-        answer = await self.call.peer.accept_offer(sdp)
-        self.call.learn_remote(sdp, "offer")
-        return answer
+        return await self.call.accept_remote_offer(sdp)
 
     async def add_candidate(self, candidate: str | None) -> None:
-        try:
-            await self.call.peer.add_remote_candidate(candidate)
-        except ValueError as exc:
-            raise SignalingError(f"cannot add remote candidate: {exc}") from exc
+        await self.call.add_remote_candidate(candidate)
 
     async def restart_ice(self, remote: IceCredentials, end: bool) -> IceCredentials:
         raise SignalingError("a browser target restarts ICE over /ws, not WHIP")

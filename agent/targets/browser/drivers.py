@@ -9,6 +9,12 @@ kills the group and deletes the profile, whatever state it is in.
 What the product needs is small: navigate to the page callagent serves, and
 evaluate an expression there (awaited; its value comes back as JSON, so both
 protocols return the same Python data).
+
+Debugging: with ``CALLAGENT_BROWSER_LOGS=DIR`` in the environment each
+browser writes its own WebRTC logs into DIR, kept after the call (Firefox:
+``MOZ_LOG`` with signalling, JSEP, nICEr and mtransport at debug level, one
+file per process; Chromium: ``--enable-logging`` with verbose ``p2p``/``pc``
+modules). Off by default: they are large and slow the browser down.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ import shutil
 import signal
 import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +39,11 @@ import aiohttp
 from agent.errors import CallError
 
 __all__ = ["Browser", "BrowserError", "Chromium", "Firefox", "launch"]
+
+#: environment variable naming a directory for the browsers' own debug logs
+LOG_DIR_ENV = "CALLAGENT_BROWSER_LOGS"
+#: what Firefox logs then: offer/answer, ICE (nICEr), DTLS and SRTP flows
+FIREFOX_LOG_MODULES = "timestamp,signaling:5,jsep:5,webrtc_trace:5,nicer:5,mtransport:5"
 
 STARTUP_TIMEOUT_S = 30.0
 COMMAND_TIMEOUT_S = 15.0
@@ -186,8 +198,26 @@ class Browser(abc.ABC):
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+def debug_log_path(browser: str) -> Path | None:
+    """Where this launch's own debug log goes, when the user asked for one."""
+    directory = os.environ.get(LOG_DIR_ENV)
+    if not directory:
+        return None
+    path = Path(directory)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BrowserError(f"{LOG_DIR_ENV}={directory}: {exc.strerror}") from exc
+    # One name per launch: a matrix launches a browser per call.
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    return path / f"{browser}-{stamp}-{os.getpid()}-{next(_LAUNCHES)}.log"
+
+
+_LAUNCHES = itertools.count(1)
+
+
 async def _start(
-    exe: str, args: list[str], workdir: Path
+    exe: str, args: list[str], workdir: Path, env: dict[str, str] | None = None
 ) -> asyncio.subprocess.Process:
     log = os.open(workdir / "browser.log", os.O_WRONLY | os.O_CREAT, 0o644)
     try:
@@ -198,7 +228,7 @@ async def _start(
             stdout=log,
             stderr=log,
             start_new_session=True,  # one group to kill
-            env={**os.environ, "MOZ_HEADLESS": "1"},
+            env={**os.environ, "MOZ_HEADLESS": "1", **(env or {})},
         )
     finally:
         os.close(log)
@@ -236,7 +266,15 @@ class Chromium(Browser):
             raise BrowserError(f"Chromium is not installed; {INSTALL}")
         workdir = Path(tempfile.mkdtemp(prefix="callagent-chromium-"))
         profile = workdir / "profile"
-        args = [*CHROMIUM_ARGS, f"--user-data-dir={profile}", "about:blank"]
+        args = [*CHROMIUM_ARGS, f"--user-data-dir={profile}"]
+        debug_log = debug_log_path("chromium")
+        if debug_log is not None:
+            args += [
+                "--enable-logging",
+                f"--log-file={debug_log}",
+                "--vmodule=*/webrtc/*=1,*/p2p/*=1,*/pc/*=1",
+            ]
+        args.append("about:blank")
         browser = cls(await _start(exe, args, workdir), workdir)
         try:
             port_file = profile / "DevToolsActivePort"
@@ -340,7 +378,11 @@ class Firefox(Browser):
             str(port),
             "about:blank",
         ]
-        browser = cls(await _start(exe, args, workdir), workdir)
+        env = {}
+        debug_log = debug_log_path("firefox")
+        if debug_log is not None:
+            env = {"MOZ_LOG": FIREFOX_LOG_MODULES, "MOZ_LOG_FILE": str(debug_log)}
+        browser = cls(await _start(exe, args, workdir, env), workdir)
         listening = re.compile(r"WebDriver BiDi listening on (ws://\S+)")
         try:
 

@@ -27,6 +27,7 @@ PAGE = r"""<!doctype html>
 <script>
 "use strict";
 const SAMPLE_MS = __SAMPLE_MS__;
+const GATHER_LIMIT_MS = 5000;
 const far = {pc: null, socket: null, errors: [], answered: 0, restarts: 0,
              view: {pairChanges: 0, pairs: [], ufrags: [], dtls: null,
                     packetsIn: 0, packetsOut: 0, maxGapMs: 0, lastInAt: null,
@@ -40,24 +41,42 @@ function usableCandidates(sdp) {
     || / udp \d+ \d+\.\d+\.\d+\.\d+ /i.test(l)).join("\r\n");
 }
 
-function gathered(pc) {
-  if (pc.iceGatheringState === "complete") return Promise.resolve();
-  return new Promise((resolve) => {
-    const check = () => {
-      if (pc.iceGatheringState === "complete") {
-        pc.removeEventListener("icegatheringstatechange", check);
-        resolve();
-      }
-    };
-    pc.addEventListener("icegatheringstatechange", check);
-  });
+function ufragOf(sdp) {
+  const m = /a=ice-ufrag:(\S+)/.exec(sdp || "");
+  return m ? m[1] : null;
+}
+
+// The end of the gathering round that setLocalDescription starts. Firefox
+// resolves setLocalDescription of an ICE restart (its own or the agent's)
+// while iceGatheringState still says "complete" from the previous round and
+// only then goes gathering -> complete: waiting on the state alone sends an
+// answer with no candidates, and the agent has nothing to check (Firefox
+// never checks our loopback candidate from its interface address itself).
+function gatheringDone(pc) {
+  let resolve;
+  const done = new Promise((ok) => { resolve = ok; });
+  const check = () => {
+    if (pc.iceGatheringState === "complete") {
+      pc.removeEventListener("icegatheringstatechange", check);
+      resolve();
+    }
+  };
+  pc.addEventListener("icegatheringstatechange", check);
+  return {done, check};
 }
 
 function send(message) { far.socket.send(JSON.stringify(message)); }
 
 async function localDescription(pc) {
+  const before = pc.localDescription ? ufragOf(pc.localDescription.sdp) : null;
+  const round = gatheringDone(pc);
   await pc.setLocalDescription();
-  await gathered(pc);
+  if (ufragOf(pc.localDescription.sdp) === before) {
+    round.check();  // no new credentials, no new gathering round
+  }
+  // Bounded: a round that never ends still gets an answer to the agent.
+  await Promise.race([round.done,
+                      new Promise((ok) => setTimeout(ok, GATHER_LIMIT_MS))]);
   return usableCandidates(pc.localDescription.sdp);
 }
 
@@ -158,11 +177,7 @@ async function sample() {
       view.pairs.push(text);
     }
   }
-  if (!ufrag) {
-    const sdp = pc.localDescription ? pc.localDescription.sdp : "";
-    const m = /a=ice-ufrag:(\S+)/.exec(sdp);
-    ufrag = m ? m[1] : null;
-  }
+  if (!ufrag) ufrag = pc.localDescription ? ufragOf(pc.localDescription.sdp) : null;
   if (ufrag && view.ufrags[view.ufrags.length - 1] !== ufrag) view.ufrags.push(ufrag);
   if (packetsIn > view.packetsIn) {
     if (view.lastInAt !== null) {
