@@ -29,9 +29,9 @@ time), 403 (a cross-origin request from an origin not allowed), 404, 405, 408
 ``Content-Encoding``), 428, 412, 503 (at the concurrent-call limit, with
 ``Retry-After``). Remote input is checked at one boundary each: SDP by
 :func:`~agent.stack.peer.parse_sdp`, candidates by
-:mod:`agent.signaling.candidates`, bodies by :meth:`WhipServer._body`. A
-handler never lets an exception out: a bug in one request is a 500 and the
-server keeps serving the others.
+:mod:`agent.signaling.candidates`, bodies, tokens and origins by
+:mod:`agent.signaling.http_checks`. A handler never lets an exception out: a
+bug in one request is a 500 and the server keeps serving the others.
 
 Cross-origin access (CORS) is opt-in: with ``cors_origins`` the listed origins
 may use the endpoint from a web page; with a token and no list any origin may
@@ -47,7 +47,6 @@ serves ``GET /calls`` (JSON), ``GET /metrics`` (Prometheus text) and the
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -58,6 +57,16 @@ from aiohttp import web
 from agent.errors import AgentError, SignalingError
 from agent.signaling.candidates import CandidateBudget, check_sdp_candidates
 from agent.signaling.guard import ConnectionGuard, Limits
+from agent.signaling.http_checks import (
+    SDP,
+    ClientGone,
+    authorized,
+    cors_headers,
+    plain_error,
+    preflight,
+    read_body,
+    unauthorized,
+)
 from agent.signaling.sdpfrag import MEDIA_TYPE as SDPFRAG
 from agent.signaling.sdpfrag import SdpFrag, build_sdpfrag, parse_sdpfrag
 from agent.signaling.session import (
@@ -74,19 +83,9 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["Listening", "ServerSettings", "WhipResource", "WhipServer"]
 
-SDP = "application/sdp"
 #: An audio offer from a browser is 3-6 KiB; 64 KiB leaves room and no more.
 DEFAULT_MAX_BODY = 64 * 1024
 PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
-
-EXPOSE_HEADERS = {
-    "Access-Control-Expose-Headers": "Location, ETag, Accept-Patch, Link",
-}
-PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
-    "Access-Control-Max-Age": "600",
-}
 
 
 @dataclass
@@ -128,17 +127,7 @@ def if_match_allows(header: str, etag: str) -> bool:
     return bool(IF_MATCH_ANY.intersection(tags)) or etag in tags
 
 
-def plain_error(status: int, reason: str, **headers: str) -> web.Response:
-    # One line, so a client can show it as is.
-    text = " ".join(reason.split())
-    return web.Response(status=status, text=text + "\n", headers=headers)
-
-
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-class _ClientGone(Exception):
-    """The client closed the connection before its request body was in."""
 
 
 @dataclass
@@ -174,7 +163,7 @@ class WhipServer:
             # aiohttp itself answers 413 past this, whatever Content-Length says.
             client_max_size=settings.max_body,
         )
-        self.app.router.add_route("OPTIONS", "/{tail:.*}", self._preflight)
+        self.app.router.add_route("OPTIONS", "/{tail:.*}", preflight)
         self.app.router.add_post("/whip", self._post)
         self.app.router.add_patch("/whip/{id}", self._patch)
         self.app.router.add_delete("/whip/{id}", self._delete)
@@ -228,7 +217,9 @@ class WhipServer:
     async def _answer(
         self, request: web.Request, handler: Handler
     ) -> web.StreamResponse:
-        cors = self.cors_headers(request)
+        cors = cors_headers(
+            request, origins=self.settings.cors_origins, token=self.settings.token
+        )
         if cors is None:
             origin = " ".join(request.headers.get("Origin", "").split())[:100]
             return plain_error(
@@ -248,7 +239,7 @@ class WhipServer:
                 )
             exc.headers.update(cors)
             raise exc from None
-        except _ClientGone:
+        except ClientGone:
             # Nobody is left to answer; not a server error (issue 11, S10).
             logger.debug(
                 "%s %s: client went away mid-body", request.method, request.path
@@ -261,97 +252,13 @@ class WhipServer:
             response.headers.update(cors)
         return response
 
-    def cors_headers(self, request: web.Request) -> dict[str, str] | None:
-        """The CORS headers for this request; None if its origin is refused."""
-        allowed = self.settings.cors_origins
-        if not allowed and self.settings.token is not None:
-            # A page on any origin may call, but it must know the token.
-            return {"Access-Control-Allow-Origin": "*", **EXPOSE_HEADERS}
-        origin = request.headers.get("Origin")
-        if origin is None or origin == f"{request.scheme}://{request.host}":
-            return {}  # not a browser's cross-origin request
-        if origin in allowed:
-            return {
-                "Access-Control-Allow-Origin": origin,
-                "Vary": "Origin",
-                **EXPOSE_HEADERS,
-            }
-        return None
-
-    async def _preflight(self, request: web.Request) -> web.StreamResponse:
-        headers = dict(PREFLIGHT_HEADERS)
-        if request.path == "/whip":
-            headers["Accept-Post"] = SDP
-        elif request.path.startswith("/whip/"):
-            headers["Accept-Patch"] = SDPFRAG
-        return web.Response(status=204, headers=headers)
-
     # -- checks -------------------------------------------------------------
     def authorized(self, request: web.Request, *, query_token: bool = False) -> bool:
-        """Bearer token (RFC 6750 §2.1), or ``access_token`` in the query
-        (§2.3) where headers cannot be set (a browser's WebSocket)."""
-        expected = self.settings.token
-        if expected is None:
-            return True
-        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() != "bearer" and query_token:
-            given = request.query.get("access_token", "")
-        elif scheme.lower() != "bearer":
-            given = ""
-        # surrogatepass: header bytes that are not UTF-8 (``Bearer \\xff``)
-        # arrive as surrogates; they compare unequal instead of raising.
-        return hmac.compare_digest(
-            given.strip().encode("utf-8", "surrogatepass"),
-            expected.encode("utf-8", "surrogatepass"),
-        )
-
-    def _unauthorized(self) -> web.Response:
-        return plain_error(
-            401,
-            "missing or wrong bearer token",
-            **{"WWW-Authenticate": 'Bearer realm="callagent"'},
-        )
+        return authorized(request, self.settings.token, query_token=query_token)
 
     async def _body(self, request: web.Request, media_type: str) -> str | web.Response:
-        if request.content_type != media_type:
-            return plain_error(
-                415,
-                f"Content-Type must be {media_type}, got "
-                f"{request.content_type or 'none'}",
-            )
-        coding = request.headers.get("Content-Encoding", "identity").strip().lower()
-        if coding not in ("", "identity"):
-            # RFC 9110 §15.5.16: an unsupported content coding is 415.
-            return plain_error(
-                415,
-                f"Content-Encoding {coding[:40]!r} is not accepted; send the body "
-                "as is",
-                **{"Accept-Encoding": "identity"},
-            )
-        length = request.content_length
-        if length is not None and length > self.settings.max_body:
-            return plain_error(
-                413, f"request body is larger than {self.settings.max_body} bytes"
-            )
-        timeout_s = self.settings.limits.body_timeout_s
-        try:
-            async with asyncio.timeout(timeout_s):
-                raw = await request.read()
-        except TimeoutError:
-            return plain_error(
-                408,
-                f"request body not received within {timeout_s:g} s",
-                Connection="close",
-            )
-        except web.RequestPayloadError as exc:
-            # Broken chunked framing and the like: the client's error.
-            return plain_error(400, f"request body is malformed: {exc}")
-        except ConnectionError as exc:
-            raise _ClientGone from exc
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            return plain_error(400, "request body is not UTF-8 text")
+        limit, timeout_s = self.settings.max_body, self.settings.limits.body_timeout_s
+        return await read_body(request, media_type, limit=limit, timeout_s=timeout_s)
 
     def _resource(self, request: web.Request) -> WhipResource | web.Response:
         resource = self.resources.get(request.match_info["id"])
@@ -362,7 +269,7 @@ class WhipServer:
     # -- WHIP ---------------------------------------------------------------
     async def _post(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):
-            return self._unauthorized()
+            return unauthorized()
         body = await self._body(request, SDP)
         if isinstance(body, web.Response):
             return body
@@ -416,7 +323,7 @@ class WhipServer:
 
     async def _patch(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):
-            return self._unauthorized()
+            return unauthorized()
         resource = self._resource(request)
         if isinstance(resource, web.Response):
             return resource
@@ -480,7 +387,7 @@ class WhipServer:
 
     async def _delete(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):
-            return self._unauthorized()
+            return unauthorized()
         resource = self._resource(request)
         if isinstance(resource, web.Response):
             return resource
@@ -496,13 +403,13 @@ class WhipServer:
     # -- live views ---------------------------------------------------------
     async def _calls(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):
-            return self._unauthorized()
+            return unauthorized()
         self.forget_ended()
         return web.json_response(self.backend.active_calls())
 
     async def _metrics(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request):
-            return self._unauthorized()
+            return unauthorized()
         return web.Response(
             body=self.backend.metrics_text(),
             headers={"Content-Type": PROMETHEUS_TEXT},
@@ -510,7 +417,7 @@ class WhipServer:
 
     async def _ws(self, request: web.Request) -> web.StreamResponse:
         if not self.authorized(request, query_token=True):
-            return self._unauthorized()
+            return unauthorized()
         return await serve_ws(
             request,
             self.backend,

@@ -5,27 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-# The installed entry (agent.cli:launch), not agent.cli.main: see agent/cli/__init__.py.
-CALLAGENT = [sys.executable, "-m", "agent.cli"]
-
-
-def callagent(*args: str, timeout: float = 90) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CALLAGENT, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from tests.support.callagent_cli import run as callagent
+from tests.support.callagent_cli import start
 
 
 def scenario(tmp_path: Path, name: str, body: str) -> Path:
@@ -89,13 +75,7 @@ def test_interrupt_keeps_the_calls_that_finished(tmp_path: Path) -> None:
     first = scenario(tmp_path, "a_first", "duration: 1s\n")
     second = scenario(tmp_path, "b_long", "duration: 60s\n")
     report = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [*CALLAGENT, "run", str(first), str(second), "--report", str(report)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start("run", str(first), str(second), "--report", str(report))
     try:
         # Wait (bounded) until the first call's result is on disk.
         deadline = time.monotonic() + 30

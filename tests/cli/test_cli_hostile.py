@@ -12,17 +12,16 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.support.callagent_cli import CALLAGENT, ROOT, child_env, start
+from tests.support.callagent_cli import run as callagent
+
 SCENARIO_TESTS = ROOT / "tests" / "scenario"
-CALLAGENT = [sys.executable, "-m", "agent.cli"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
 
 #: D1-D9 files of the broken-file corpus, run through the real CLI.
 CORPUS_SAMPLE = [
@@ -38,20 +37,6 @@ CORPUS_SAMPLE = [
     "address_broadcast.yaml",
     "null_key.yaml",
 ]
-
-
-def callagent(
-    *args: str, cwd: Path = ROOT, timeout: float = 60
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CALLAGENT, *args],
-        cwd=cwd,
-        env=ENV,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
 
 
 def expected_message(path: Path) -> str:
@@ -189,7 +174,7 @@ def test_a_read_only_mount_is_refused_at_start(tmp_path: Path) -> None:
     proc = subprocess.run(
         ["unshare", "-m", "sh", "-c", script],
         cwd=ROOT,
-        env=ENV,
+        env=child_env(),
         capture_output=True,
         text=True,
         timeout=60,
@@ -230,17 +215,6 @@ def _catches_sigterm(pid: int) -> bool:
     return bool(int(mask.split()[1], 16) >> (signal.SIGTERM - 1) & 1)
 
 
-def _start(args: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [*CALLAGENT, *args],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def _await(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
@@ -257,7 +231,7 @@ def test_a_signal_while_starting_up_is_exit_130_and_an_incomplete_report(
     # KeyboardInterrupt traceback and no report.
     file = scenario(tmp_path, "long", "duration: 60s\n")
     report = tmp_path / "r.json"
-    proc = _start(["run", str(file), "--quiet", "--report", str(report)])
+    proc = start("run", str(file), "--quiet", "--report", str(report))
     try:
         _await(lambda: _catches_sigterm(proc.pid), "the signal handlers")
         proc.send_signal(sig)
@@ -276,7 +250,7 @@ def test_sigterm_mid_run_is_recorded_as_sigterm(tmp_path: Path) -> None:
     first = scenario(tmp_path, "a_first")
     second = scenario(tmp_path, "b_long", "duration: 60s\n")
     report = tmp_path / "r.json"
-    proc = _start(["run", str(first), str(second), "--quiet", "--report", str(report)])
+    proc = start("run", str(first), str(second), "--quiet", "--report", str(report))
 
     def first_call_reported() -> bool:
         return report.exists() and bool(json.loads(report.read_text())["calls"])

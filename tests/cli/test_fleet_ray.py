@@ -5,7 +5,6 @@ report with the calls of an unsharded run. Slow (~40 s): marked ``ray``."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess
@@ -17,12 +16,13 @@ from typing import Any
 
 import pytest
 
+from tests.support.callagent_cli import child_env
+from tests.support.callagent_cli import run as callagent
+
 pytest.importorskip("ray", reason="needs the ray extra: pip install callagent[ray]")
 
 pytestmark = [pytest.mark.ray, pytest.mark.timeout(300)]
 
-ROOT = Path(__file__).resolve().parents[2]
-CALLAGENT = [sys.executable, "-m", "agent.cli"]
 RAY = str(Path(sys.executable).with_name("ray"))
 
 
@@ -45,11 +45,7 @@ def ray_cluster() -> Iterator[tuple[str, dict[str, str]]]:
     """Two Ray nodes of one CPU each; ``ray stop`` always, even on failure."""
     # Short: Ray puts unix sockets under it (108-byte path limit).
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(ROOT),
-        "RAY_USAGE_STATS_ENABLED": "0",
-    }
+    env = child_env({"RAY_USAGE_STATS_ENABLED": "0"})
     address = f"127.0.0.1:{free_port()}"
     try:
         ray_cli(
@@ -95,28 +91,21 @@ def test_fleet_on_ray_runs_one_shard_per_worker_and_merges(
         path = tmp_path / f"{name}.yaml"
         path.write_text(f"name: {name}\nduration: 1s\n{body}")
         files.append(str(path))
-    fleet = subprocess.run(
-        [
-            *CALLAGENT,
-            "fleet",
-            "--ray",
-            address,
-            "--shards",
-            "2",
-            *files,
-            "--seed",
-            "9",
-            "--report",
-            str(tmp_path / "fleet.json"),
-            "--junit",
-            str(tmp_path / "fleet.xml"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    fleet = callagent(
+        "fleet",
+        "--ray",
+        address,
+        "--shards",
+        "2",
+        *files,
+        "--seed",
+        "9",
+        "--report",
+        str(tmp_path / "fleet.json"),
+        "--junit",
+        str(tmp_path / "fleet.xml"),
         timeout=240,
-        check=False,
+        env=env,
     )
     assert fleet.returncode == 0, fleet.stdout[-3000:] + fleet.stderr[-3000:]
     assert "fleet: 2 shards on" in fleet.stdout
@@ -131,25 +120,18 @@ def test_fleet_on_ray_runs_one_shard_per_worker_and_merges(
     # The shards ran on two Ray workers: two processes.
     assert 'tests="4"' in (tmp_path / "fleet.xml").read_text()
 
-    one = subprocess.run(
-        [
-            *CALLAGENT,
-            "run",
-            *files,
-            "--seed",
-            "9",
-            "--workers",
-            "1",
-            "--quiet",
-            "--report",
-            str(tmp_path / "one.json"),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
+    one = callagent(
+        "run",
+        *files,
+        "--seed",
+        "9",
+        "--workers",
+        "1",
+        "--quiet",
+        "--report",
+        str(tmp_path / "one.json"),
         timeout=120,
-        check=False,
+        env=env,
     )
     assert one.returncode == 0, one.stderr
     assert calls_of(tmp_path / "fleet.json") == calls_of(tmp_path / "one.json")

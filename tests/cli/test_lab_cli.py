@@ -11,30 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from agent.net.lab.shell import unavailable_reason
-
-ROOT = Path(__file__).resolve().parents[2]
-CALLAGENT = [sys.executable, "-m", "agent.cli"]
-
-
-def callagent(
-    *args: str, prefix: tuple[str, ...] = (), timeout: float = 90
-) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*prefix, *CALLAGENT, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
+from tests.support.callagent_cli import ROOT, start
+from tests.support.callagent_cli import run as callagent
 
 
 def netns_list() -> list[str]:
@@ -130,14 +114,7 @@ def test_lab_clean_removes_lab_namespaces_and_nothing_else() -> None:
 @pytest.mark.usefixtures("root_lab")
 def test_lab_up_builds_the_lab_until_interrupted() -> None:
     scenario = ROOT / "scenarios" / "nat_rebind.yaml"
-    proc = subprocess.Popen(
-        [*CALLAGENT, "lab", "up", str(scenario)],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200"},
-    )
+    proc = start("lab", "up", str(scenario), env={"COLUMNS": "200"})
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # printed once the lab is up

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -17,22 +16,10 @@ from typing import Any
 
 import pytest
 
-from agent.cli.load import worker_argv
-from agent.cli.main import build_parser
-
-ROOT = Path(__file__).resolve().parents[2]
-CALLAGENT = [sys.executable, "-m", "agent.cli"]
-
-
-def callagent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CALLAGENT, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        check=False,
-    )
+from agent.cli.load import WORKER_OWN_OPTIONS, option_argv, worker_argv
+from agent.cli.parser import build_parser, subcommand
+from tests.support.callagent_cli import run as callagent
+from tests.support.callagent_cli import start
 
 
 def write(tmp_path: Path, name: str, body: str) -> Path:
@@ -84,25 +71,19 @@ def test_workers_and_shards_plus_merge_run_the_calls_of_one_run(
     )
     assert workers.returncode == 0, workers.stderr
     shards = [
-        subprocess.Popen(
-            [
-                *CALLAGENT,
-                "run",
-                *files,
-                "--seed",
-                "5",
-                "--shard",
-                f"{i}/2",
-                "--workers",
-                "1",
-                "--quiet",
-                "--report",
-                str(tmp_path / f"s{i}.json"),
-            ],
-            cwd=ROOT,
+        start(
+            "run",
+            *files,
+            "--seed",
+            "5",
+            "--shard",
+            f"{i}/2",
+            "--workers",
+            "1",
+            "--quiet",
+            "--report",
+            str(tmp_path / f"s{i}.json"),
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
         )
         for i in range(2)
     ]
@@ -187,22 +168,15 @@ def test_sigterm_stops_the_workers_and_keeps_every_finished_call(
     short = write(tmp_path, "short", "duration: 1s\ncalls: 2\n")
     long = write(tmp_path, "long", "duration: 2m\ncalls: 2\n")
     report = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [
-            *CALLAGENT,
-            "run",
-            str(short),
-            str(long),
-            "--workers",
-            "2",
-            "--quiet",
-            "--report",
-            str(report),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start(
+        "run",
+        str(short),
+        str(long),
+        "--workers",
+        "2",
+        "--quiet",
+        "--report",
+        str(report),
     )
     try:
         deadline = time.monotonic() + 60
@@ -232,23 +206,16 @@ def test_metrics_listen_serves_every_workers_calls_while_the_run_goes(
 ) -> None:
     short = write(tmp_path, "short", "duration: 1s\ncalls: 2\n")
     long = write(tmp_path, "long", "duration: 20s\n")
-    proc = subprocess.Popen(
-        [
-            *CALLAGENT,
-            "run",
-            str(short),
-            str(long),
-            "--workers",
-            "2",
-            "--quiet",
-            "--metrics-listen",
-            "127.0.0.1:0",
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    proc = start(
+        "run",
+        str(short),
+        str(long),
+        "--workers",
+        "2",
+        "--quiet",
+        "--metrics-listen",
+        "127.0.0.1:0",
+        env={"PYTHONUNBUFFERED": "1"},
     )
     try:
         assert proc.stdout is not None
@@ -312,21 +279,14 @@ def test_a_worker_that_dies_is_a_missing_shard_not_a_lost_run(
 ) -> None:
     file = write(tmp_path, "x", "duration: 8s\ncalls: 2\n")
     report = tmp_path / "r.json"
-    proc = subprocess.Popen(
-        [
-            *CALLAGENT,
-            "run",
-            str(file),
-            "--workers",
-            "2",
-            "--quiet",
-            "--report",
-            str(report),
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
+    proc = start(
+        "run",
+        str(file),
+        "--workers",
+        "2",
+        "--quiet",
+        "--report",
+        str(report),
     )
     try:
         children: list[int] = []
@@ -362,11 +322,89 @@ def test_a_worker_that_dies_is_a_missing_shard_not_a_lost_run(
 def test_workers_place_the_parents_calls_far_end_and_network_included() -> None:
     # A worker that did not get --target or --lab would call the built-in far
     # end on loopback: other calls than the one-worker run places.
+    run = subcommand(build_parser(), "run")
     args = build_parser().parse_args(
         ["run", "s.yaml", "--target", "browser:chromium", "--lab", "kernel"]
     )
-    argv = worker_argv(args, 0, 2, seed=7, run_id="r1")
+    argv = worker_argv(run, args, 0, 2, seed=7, run_id="r1")
     assert argv[argv.index("--target") + 1] == "browser:chromium"
     assert argv[argv.index("--lab") + 1] == "kernel"
-    plain = worker_argv(build_parser().parse_args(["run", "s.yaml"]), 1, 2, 7, "r1")
+    plain_args = build_parser().parse_args(["run", "s.yaml"])
+    plain = worker_argv(run, plain_args, 1, 2, 7, "r1")
     assert "--target" not in plain and "--lab" not in plain
+
+
+#: A value for each ``run`` option handed on to workers that takes one (and
+#: has no ``choices`` to pick from). A new option: add it here, so the test
+#: below can prove the workers get it.
+HANDED_ON_SAMPLES: dict[str, list[str]] = {
+    # A target printed without its admin secret: the worker still gets it.
+    "--target": ["janus+http://127.0.0.1:9/janus?admin=http://127.0.0.1:8/a&secret=s3"],
+    "--token": ["s3cret"],
+}
+
+
+def _sample(action: Any) -> list[str]:
+    flag = max(action.option_strings, key=len)
+    if flag in HANDED_ON_SAMPLES:
+        return [flag, *HANDED_ON_SAMPLES[flag]]
+    if action.nargs == 0:
+        return [flag]
+    if action.choices:
+        return [flag, str(next(iter(action.choices)))]
+    pytest.fail(
+        f"run option {flag} is handed on to workers: give it a sample value in "
+        "HANDED_ON_SAMPLES, or list it in agent.cli.load.WORKER_OWN_OPTIONS "
+        "if the worker sets it itself"
+    )
+
+
+def test_every_run_option_reaches_the_workers_unless_the_worker_sets_it() -> None:
+    # A run option added to the parser reaches the workers as given: this fails
+    # for one that worker_argv cannot hand on, or that does not parse back to
+    # the parent's value in the worker.
+    run = subcommand(build_parser(), "run")
+    plain = build_parser().parse_args(["run", "s.yaml"])
+    handed_on = [a for a in run._actions if a.dest not in WORKER_OWN_OPTIONS]
+    assert {"target", "token", "lab"} <= {a.dest for a in handed_on}
+    for action in handed_on:
+        given = ["run", "s.yaml", *_sample(action)]
+        args = build_parser().parse_args(given)
+        parent = getattr(args, action.dest)
+        assert parent != getattr(plain, action.dest), f"{given}: sample is a default"
+        worker = build_parser().parse_args(worker_argv(run, args, 1, 2, 7, "r1"))
+        assert getattr(worker, action.dest) == parent, given
+
+
+def test_what_a_worker_sets_itself_is_a_run_option_and_not_the_parents() -> None:
+    run = subcommand(build_parser(), "run")
+    assert set(WORKER_OWN_OPTIONS) <= {a.dest for a in run._actions}
+    args = build_parser().parse_args(
+        "run s.yaml --report r.json --junit j.xml --openmetrics m.prom --seed 3 "
+        "--metrics-listen 127.0.0.1:0 --workers 4 --scenarios-at-once 8".split()
+    )
+    argv = worker_argv(run, args, 1, 4, seed=3, run_id="r1")
+    for option in ("--report", "--junit", "--openmetrics", "--metrics-listen"):
+        assert option not in argv  # the parent's alone
+    worker = build_parser().parse_args(argv)
+    assert (worker.workers, worker.scenarios_at_once) == (1, 2)
+    assert (str(worker.shard), worker.seed, worker.run_id) == ("1/4", 3, "r1")
+    assert worker.worker_stream and worker.quiet
+
+
+def test_a_new_kind_of_option_is_handed_on_or_refused_loudly() -> None:
+    run = subcommand(build_parser(), "run")
+    run.add_argument("--future-knob", type=int)
+    run.add_argument("--future-flag", action="store_true")
+    run.add_argument("--future-list", action="append")
+    args = run.parse_args(
+        "s.yaml --future-knob 5 --future-flag --future-list a --future-list b".split()
+    )
+    args.debug = False
+    argv = worker_argv(run, args, 0, 2, seed=7, run_id="r1")
+    worker = run.parse_args(argv[1:])  # after "run"
+    assert (worker.future_knob, worker.future_flag) == (5, True)
+    assert worker.future_list == ["a", "b"]
+    many = run.add_argument("--future-many", nargs="+")
+    with pytest.raises(TypeError, match="--future-many"):
+        option_argv(many, ["x", "y"])

@@ -3,61 +3,33 @@ one is dead — a VPN reconnect that hands out a new tunnel address."""
 
 from __future__ import annotations
 
-from agent.net.faults.base import (
-    FaultHost,
-    FaultParams,
-    KernelAction,
-    RouteFault,
-    register,
-)
-from agent.net.faults.params import Address
+from agent.net.faults.base import LabMove, MoveFault, MoveParams, register
 from agent.net.lab import faults as lab_faults
+from agent.net.lab.lab import KernelFault
 from agent.net.labnet import CallLab
 from agent.net.routes import AddressChange as AddressChangeRoute
-from agent.observe.model import Side
 
-
-class MoveParams(FaultParams):
-    #: the side's new local address
-    address: Address
+__all__ = ["AddressChange", "MoveParams"]
 
 
 @register
-class AddressChange(RouteFault[MoveParams]):
+class AddressChange(MoveFault):
     name = "net.address_change"
-    Params = MoveParams
+    Route = AddressChangeRoute
     default_cause = "vpn_reconnect"
     summary = "the side moves to another local address; the old one dies (VPN)"
 
-    def route(self, params: MoveParams) -> AddressChangeRoute:
-        return AddressChangeRoute(str(params.address))
-
-    async def kernel(
-        self, host: FaultHost, lab: CallLab, side: Side | None, params: MoveParams
-    ) -> KernelAction:
-        # In the lab the side gets a spare address of its own subnet (the
-        # file's loopback address means nothing there) and the old one is
-        # really removed: sends from its sockets fail, nothing reaches them.
-        assert side is not None
-        role = lab.role(side)
-        old = lab.address(side)
-        ports = lab.ports(host.side_net(side, self.kind))
-        new, ifname = lab.lab.spare_address(role)
-        applied = [await lab_faults.add_address(lab.lab, role, f"{new}/24", ifname)]
-        applied.append(
-            await lab_faults.remove_address(lab.lab, role, f"{old}/24", ifname)
+    async def leave_in_lab(
+        self, lab: CallLab, move: LabMove
+    ) -> tuple[list[KernelFault], list[str]]:
+        # The old address is really removed: sends from its sockets fail,
+        # nothing reaches them; the side's next sockets bind the new one.
+        box, role = lab.lab, move.role
+        removed = await lab_faults.remove_address(
+            box, role, f"{move.old}/24", move.ifname
         )
         # The default route went with the old (primary) address.
-        gateway = lab.lab.topology.default_routes[role]
-        applied.append(await lab_faults.replace_route(lab.lab, role, ["via", gateway]))
-        lab.moved[side] = new
-        return KernelAction(
-            applied,
-            {
-                "old": [f"{old}:{port}" for port in ports],
-                "new": [new],
-                "old_address_alive": False,
-                "requested": str(params.address),
-            },
-            ends="instant",
-        )
+        gateway = box.topology.default_routes[role]
+        rerouted = await lab_faults.replace_route(box, role, ["via", gateway])
+        lab.moved[move.side] = move.new
+        return [removed, rerouted], [move.new]

@@ -11,6 +11,9 @@ written once per family here and once for all in the :class:`FaultHost`
   returns the filter.
 * :class:`RouteFault` — the side's traffic moves for good (rebind, address
   or path change): ``route`` returns the new :class:`~agent.net.routes.RelayRoute`.
+  :class:`MoveFault` is one to a new local address (``address:``); in a kernel
+  lab it adds a spare address of the side's subnet, and ``leave_in_lab``
+  says what becomes of the old one.
 * :class:`NatFault` — the call's user-space NAT loses state: ``act`` does it
   and returns the mappings that went; the fault lasts until the inside gets a
   new mapping.
@@ -38,8 +41,10 @@ from typing import Any, ClassVar, Generic, Literal, Protocol, TypeVar
 from pydantic import BaseModel, ConfigDict
 
 from agent.errors import CallError
-from agent.net.faults.params import CAUSE_PATTERN, Cause, Seconds, Seed
+from agent.net.faults.params import CAUSE_PATTERN, Address, Cause, Seconds, Seed
 from agent.net.filters import Direction
+from agent.net.lab import Role
+from agent.net.lab import faults as lab_faults
 from agent.net.lab.lab import KernelFault
 from agent.net.labnet import CallLab
 from agent.net.nat import NatMapping
@@ -57,6 +62,9 @@ __all__ = [
     "FaultParams",
     "FilterFault",
     "KernelAction",
+    "LabMove",
+    "MoveFault",
+    "MoveParams",
     "NatFault",
     "RouteFault",
     "SeededParams",
@@ -90,6 +98,11 @@ class DirectedParams(TimedParams):
 class SeededParams(DirectedParams):
     #: seeds the fault's random choices (default: derived from the call's seed)
     seed: Seed | None = None
+
+
+class MoveParams(FaultParams):
+    #: the side's new local address
+    address: Address
 
 
 # --- what a fault needs from the call -----------------------------------------
@@ -284,6 +297,64 @@ class RouteFault(Fault[P]):
             old_address_alive=route.old_address_alive,
         )
         host.fault_ended(fault, instant=True)
+
+
+@dataclass(frozen=True)
+class LabMove:
+    """A side's move in its kernel lab: ``new``, a spare address of its
+    subnet, is on ``ifname`` beside ``old``."""
+
+    side: Side
+    role: Role
+    old: str
+    new: str
+    ifname: str
+    #: the side's sockets' ports
+    ports: tuple[int, ...]
+
+
+class MoveFault(RouteFault[MoveParams]):
+    """The side moves to another local address (``address:`` in user space,
+    a spare address of its subnet in a kernel lab); the subclass says what
+    becomes of the old one."""
+
+    Params = MoveParams
+    #: the user-space route: sends from ``address``
+    Route: ClassVar[type[RelayRoute]]
+
+    def route(self, params: MoveParams) -> RelayRoute:
+        return self.Route(str(params.address))
+
+    @abc.abstractmethod
+    async def leave_in_lab(
+        self, lab: CallLab, move: LabMove
+    ) -> tuple[list[KernelFault], list[str]]:
+        """With ``move.new`` added: move the side's packets to it. Returns what
+        the kernel did and the ``fault_start`` event's ``new`` addresses."""
+
+    async def kernel(
+        self, host: FaultHost, lab: CallLab, side: Side | None, params: MoveParams
+    ) -> KernelAction:
+        # The file's loopback address means nothing in the lab: the side gets
+        # a spare address of its own subnet.
+        assert side is not None
+        role = lab.role(side)
+        old = lab.address(side)
+        ports = lab.ports(host.side_net(side, self.kind))
+        new, ifname = lab.lab.spare_address(role)
+        applied = [await lab_faults.add_address(lab.lab, role, f"{new}/24", ifname)]
+        move = LabMove(side, role, old, new, ifname, tuple(ports))
+        moved, new_addresses = await self.leave_in_lab(lab, move)
+        return KernelAction(
+            [*applied, *moved],
+            {
+                "old": [f"{old}:{port}" for port in ports],
+                "new": new_addresses,
+                "old_address_alive": self.Route.old_address_alive,
+                "requested": str(params.address),
+            },
+            ends="instant",
+        )
 
 
 class NatFault(Fault[P]):
