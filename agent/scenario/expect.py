@@ -68,6 +68,7 @@ from agent.scenario.model import (
     SideCounts,
     SidePairChanges,
 )
+from agent.scenario.stalls import lost_in_stalls, stalled_ms
 
 __all__ = ["DIRECTIONS", "Check", "check_expectations"]
 
@@ -98,44 +99,6 @@ def _number(value: Any) -> float | None:
 
 def _ms(value: float) -> str:
     return f"{value:.0f} ms" if value >= 10 else f"{value:.1f} ms"
-
-
-_AGENT_STALL = "agent_stall"
-
-
-def _stalls(result: Mapping[str, Any]) -> list[tuple[float, float]]:
-    """When the agent stalled: ``(start, end)`` on the call clock."""
-    events = result.get("events")
-    out: list[tuple[float, float]] = []
-    for e in events if isinstance(events, list) else []:
-        if not isinstance(e, Mapping) or e.get("cause") != _AGENT_STALL:
-            continue
-        if e.get("type") != "note":
-            continue
-        t = _number(e.get("t_ms"))
-        detail = e.get("detail")
-        length = (
-            _number(detail.get("stall_ms")) if isinstance(detail, Mapping) else None
-        )
-        if t is not None and length is not None:
-            out.append((t, t + length))
-    return out
-
-
-def _stalled_ms(result: Mapping[str, Any], start: float, end: float) -> float:
-    """How long the agent was stalled within ``[start, end]`` (overlaps merged)."""
-    spans = sorted(
-        (max(a, start), min(b, end))
-        for a, b in _stalls(result)
-        if a <= end and b >= start
-    )
-    total, reach = 0.0, start
-    for a, b in spans:
-        a = max(a, reach)
-        if b > a:
-            total += b - a
-            reach = b
-    return total
 
 
 def _judged_span(
@@ -197,7 +160,7 @@ def _max_setup(result: Mapping[str, Any], limit_ms: float) -> Check:
     if setup_ms is None:
         actual = _NOT_MEASURED if result.get("connected") else _NEVER_CONNECTED
         return Check("max_setup_ms", expected, actual, False)
-    stalled = _stalled_ms(result, 0.0, setup_ms)
+    stalled = stalled_ms(result, 0.0, setup_ms)
     return _judged_span(
         "max_setup_ms", expected, _ms(setup_ms), setup_ms, limit_ms, stalled
     )
@@ -219,7 +182,7 @@ def _max_media_start(result: Mapping[str, Any], limit_ms: float) -> Check:
         return Check(name, expected, _NOT_MEASURED, False)
     worst = max(measured.values())
     setup = _number(result.get("setup_ms")) or 0.0
-    stalled = _stalled_ms(result, setup, setup + worst)
+    stalled = stalled_ms(result, setup, setup + worst)
     actual = ", ".join(f"{_ms(v)} ({d})" for d, v in measured.items())
     return _judged_span(name, expected, actual, worst, limit_ms, stalled)
 
@@ -361,25 +324,6 @@ def _max_media_gap(result: Mapping[str, Any], limit_ms: float) -> Check:
     return Check("max_media_gap_ms", expected, actual, worst <= limit_ms)
 
 
-def _lost_in_stalls(result: Mapping[str, Any], directions: list[str]) -> int:
-    """Packets missing across media gaps of ``directions`` that overlap a
-    stall of the agent (its lateness may have made them, or kept them out)."""
-    stalls = _stalls(result)
-    events = result.get("events")
-    total = 0
-    for e in events if isinstance(events, list) else []:
-        if not isinstance(e, Mapping) or e.get("type") != "media_gap":
-            continue
-        detail = e.get("detail")
-        if not isinstance(detail, Mapping) or detail.get("direction") not in directions:
-            continue
-        start = _number(e.get("t_ms")) or 0.0
-        end = start + (_number(detail.get("length_ms")) or 0.0)
-        if any(a <= end and b >= start for a, b in stalls):
-            total += int(_number(detail.get("packets_missing")) or 0)
-    return total
-
-
 def _lost_check(
     name: str, expected: str, result: Mapping[str, Any], limit: int | None
 ) -> tuple[Check | None, int, str, int]:
@@ -389,7 +333,7 @@ def _lost_check(
         return Check(name, expected, actual, False), 0, "", 0
     total = int(sum(value for value in lost.values() if value is not None))
     detail = ", ".join(f"{d} {int(v or 0)}" for d, v in lost.items())
-    return None, total, f"{total} ({detail})", _lost_in_stalls(result, list(lost))
+    return None, total, f"{total} ({detail})", lost_in_stalls(result, list(lost))
 
 
 def _packets(count: float) -> str:
@@ -405,7 +349,7 @@ def _max_packets_lost(result: Mapping[str, Any], limit: int) -> Check:
         return missing
     if mine and total > limit:
         actual += f"; {mine} in gaps while the agent stalled"
-        stalled = _stalled_ms(result, 0.0, float("inf"))
+        stalled = stalled_ms(result, 0.0, float("inf"))
         if total - mine <= limit:
             actual += f"; agent stalled {_ms(stalled)}"
             return Check("max_packets_lost", expected, actual, False, inconclusive=True)
@@ -443,7 +387,7 @@ def _packets_lost_range(result: Mapping[str, Any], want: CountRange) -> Check:
         and mine
         and want.contains(max(total - mine, want.min or 0))
     ):
-        stalled = _stalled_ms(result, 0.0, float("inf"))
+        stalled = stalled_ms(result, 0.0, float("inf"))
         actual += f"; {mine} in gaps while the agent stalled {_ms(stalled)}"
         return Check("packets_lost", str(want), actual, False, inconclusive=True)
     return Check("packets_lost", str(want), actual, want.contains(total))
