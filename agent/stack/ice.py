@@ -13,6 +13,7 @@ selected pair (``selected_pair_changes``).
   host candidates; no STUN/TURN unless configured).
 * ``sendto``/``data_received`` pass every non-STUN datagram to a tap callback
   before the normal path (the wire tap of DESIGN.md).
+* SRTP takes a short path both ways (:mod:`agent.stack.icemedia`).
 * ``check_complete`` reports a change of the nominated pair.
 * every socket's traffic passes through the side's network (:class:`SideNet`):
   impairment filters (drop, delay) and a route (a rebind, an address change, a
@@ -74,6 +75,7 @@ from agent.stack.ice_profile import (
     nominates_on_ping,
     stable_ping_interval_s,
 )
+from agent.stack.icemedia import IceMediaPath, MediaSink
 from agent.stack.icemux import IceMux
 from agent.stack.icenet import (
     Address,
@@ -110,7 +112,7 @@ def _describe_pair(pair: CandidatePair) -> SelectedPair:
     )
 
 
-class AgentIceConnection(aioice.Connection):
+class AgentIceConnection(IceMediaPath, aioice.Connection):
     """An aioice connection bound to chosen host addresses, with taps."""
 
     def __init__(
@@ -155,6 +157,7 @@ class AgentIceConnection(aioice.Connection):
         self._received_on: dict[tuple[int, Address], float] = {}
         #: a held ICE failure is looked at again then
         self._failure_recheck: asyncio.TimerHandle | None = None
+        self.init_media_path()
 
     @property
     def tie_breaker(self) -> int:
@@ -468,6 +471,7 @@ __all__ = [
     "DatagramFilter",
     "Delay",
     "IceMux",
+    "MediaSink",
     "SelectedPair",
     "SideNet",
     "SocketFactory",

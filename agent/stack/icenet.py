@@ -14,12 +14,13 @@ round to it, so a loop that stalls 300 ms hands 15 packets of 20 ms audio to
 the receiver at the same instant: a 300 ms gap that the network never made.
 :meth:`SocketTap.read_kernel_time` turns on ``SO_TIMESTAMPNS`` and reads the
 socket itself with ``recvmsg`` (the kernel's receive time in the ancillary
-data), so each datagram carries the time it reached the host. The time of
-every RTP datagram (its clear-text SSRC and sequence number, RFC 3711 §3.1
-leaves the header unencrypted) is kept on the side's :class:`SideNet`
-(:meth:`SideNet.take_rtp_arrival`) for the RTP receiver, after SRTP, to pick
-up. A datagram an inbound impairment delays arrives when the emulated network
-delivers it: kernel time plus the delay.
+data), so each datagram carries the time it reached the host. That time goes
+along with the datagram: an (S)RTP datagram (first byte 128..191, RFC 7983)
+takes the media path (:meth:`TapOwner.media_received`) past aioice's STUN
+parser and queues, straight to SRTP and the RTP receiver, with its kernel time
+as an argument (no per-packet lookup table). A datagram an inbound impairment
+delays arrives when the emulated network delivers it: kernel time plus the
+delay.
 
 An SRTP packet sent to a socket that is already closed (a retired ICE
 generation) raises ``ConnectionError`` up to the RTP sender, as "no pair"
@@ -57,8 +58,6 @@ TIMESPEC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 #: datagrams read per readiness callback, so one busy socket cannot starve
 #: the loop (asyncio's transport reads one)
 _READS_PER_WAKEUP = 64
-#: RTP arrivals kept for the receiver; older ones were dropped by a filter
-_MAX_RTP_ARRIVALS = 4096
 
 
 def rtp_key(data: bytes) -> tuple[int, int] | None:
@@ -149,20 +148,6 @@ class SideNet:
         self.stun_server: Address | None = None
         self.taps: list[SocketTap] = []
         self.socket_factory: SocketFactory | None = None
-        #: (ssrc, seq) -> arrival time (time.monotonic) of an RTP datagram
-        self._rtp_arrivals: dict[tuple[int, int], float] = {}
-
-    def note_rtp_arrival(self, key: tuple[int, int], at: float) -> None:
-        arrivals = self._rtp_arrivals
-        arrivals[key] = at
-        if len(arrivals) > _MAX_RTP_ARRIVALS:
-            # Dicts keep insertion order: drop the oldest.
-            del arrivals[next(iter(arrivals))]
-
-    def take_rtp_arrival(self, ssrc: int, seq: int) -> float | None:
-        """When the RTP packet (``ssrc``, ``seq``) reached this host
-        (``time.monotonic`` seconds), once; None if not known."""
-        return self._rtp_arrivals.pop((ssrc, seq), None)
 
     def live_taps(self) -> list[SocketTap]:
         self.taps = [t for t in self.taps if not t.closed]
@@ -183,6 +168,11 @@ class TapOwner(Protocol):
     ) -> float | None: ...
 
     def note_received(self, protocol: Any, addr: Address, data: bytes) -> None: ...
+
+    def media_received(self, data: bytes, at: float) -> bool:
+        """An (S)RTP datagram that reached the host at ``at`` (monotonic s);
+        False when the ICE agent's ordinary path must take it."""
+        ...
 
 
 class SocketTap:
@@ -250,10 +240,12 @@ class SocketTap:
     def _hand_in(self, data: bytes, addr: Address, at: float) -> None:
         if self.closed:
             return
-        key = rtp_key(data)
-        if key is not None:
-            self.connection.net.note_rtp_arrival(key, at)
-        self.connection.note_received(self._protocol, addr, data)
+        connection = self.connection
+        connection.note_received(self._protocol, addr, data)
+        # RFC 7983 §7: 128..191 is RTP/RTCP. The media path skips aioice's
+        # STUN parse and two queue hand-offs, and keeps the kernel time.
+        if data and 128 <= data[0] < 192 and connection.media_received(data, at):
+            return
         self._receive(data, addr)
 
     def read_kernel_time(

@@ -1,0 +1,111 @@
+"""One media clock per event loop: every sender's due packets on one timer.
+
+A sender with its own task wakes its own timer every packet time: at 300
+calls that is 30 000 task wake-ups a second per direction pair, each a
+coroutine step and a timer heap entry, before any packet is built. The
+:class:`MediaClock` keeps every sender of the loop in one heap by due time and
+wakes once per distinct due time; senders start on a grid of
+:data:`GRID_S`, so those with the same packet time share wake-ups (at most
+``packet time / GRID_S`` of them per packet time, whatever the number of
+calls), while calls started at different moments still spread over the grid's
+slots instead of all sending in one burst.
+
+Each sender keeps its own absolute schedule (``due += packet time``), so a
+late wake-up does not shift later packets; what it does when it is late is its
+own business (:class:`agent.stack.media.RtpAudioSender` records it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import math
+import weakref
+from typing import Protocol
+
+#: senders start on multiples of this (seconds on the loop clock)
+GRID_S = 0.005
+#: packets due this close to a wake-up go in the same one
+_SAME_TICK_S = 0.0005
+
+
+class ClockedSender(Protocol):
+    """What the clock drives: one packet due at ``due`` (loop seconds);
+    returns when the next one is due, or None to leave the clock."""
+
+    def send_due(self, due: float) -> float | None: ...
+
+
+class MediaClock:
+    """Wakes once per distinct due time and sends every packet due then."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._heap: list[tuple[float, int, ClockedSender]] = []
+        self._order = itertools.count()
+        self._active: set[ClockedSender] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = math.inf
+
+    def __len__(self) -> int:
+        return len(self._active)
+
+    def add(self, sender: ClockedSender) -> float:
+        """Start ``sender``: its first packet is due at the next grid point
+        (returned, loop seconds)."""
+        first = math.ceil(self._loop.time() / GRID_S) * GRID_S
+        self._active.add(sender)
+        heapq.heappush(self._heap, (first, next(self._order), sender))
+        self._arm()
+        return first
+
+    def remove(self, sender: ClockedSender) -> None:
+        """Stop ``sender`` (its heap entry is dropped when it comes up)."""
+        self._active.discard(sender)
+        if not self._active and self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+            self._timer_at = math.inf
+            self._heap.clear()
+
+    def _arm(self) -> None:
+        if not self._heap:
+            return
+        at = self._heap[0][0]
+        if at < self._timer_at:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._timer_at = at
+            self._timer = self._loop.call_at(at, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._timer_at = math.inf
+        heap = self._heap
+        active = self._active
+        limit = self._loop.time() + _SAME_TICK_S
+        while heap and heap[0][0] <= limit:
+            due, _, sender = heapq.heappop(heap)
+            if sender not in active:
+                continue
+            following = sender.send_due(due)
+            if following is None:
+                active.discard(sender)
+            else:
+                heapq.heappush(heap, (following, next(self._order), sender))
+        self._arm()
+
+
+_clocks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, MediaClock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def media_clock() -> MediaClock:
+    """The running loop's :class:`MediaClock`."""
+    loop = asyncio.get_running_loop()
+    clock = _clocks.get(loop)
+    if clock is None:
+        clock = _clocks[loop] = MediaClock(loop)
+    return clock
