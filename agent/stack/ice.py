@@ -223,6 +223,8 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
         self, direction: WireDirection, data: bytes, addr: Address
     ) -> float | None:
         """Seconds of delay for this datagram, or None when it is dropped."""
+        if not self.filters and not self.net.filters:
+            return 0.0  # nothing impairs this side: every datagram's case
         delay = 0.0
         for chain in (self.filters, self.net.filters):
             for impairment in list(chain):
@@ -263,6 +265,13 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
         self._received_on[(protocol.id, addr)] = now
         if not self.ice_controlling and data and data[0] > 3:
             # RFC 7983: not STUN. Media arriving on a valid non-selected pair.
+            selected = self._nominated.get(1)
+            if (
+                selected is not None
+                and selected.protocol is protocol
+                and selected.remote_addr == addr
+            ):
+                return  # on the selected pair: the usual case, nothing to follow
             pair = self._valid_pair(protocol, addr)
             if pair is not None:
                 self._maybe_follow(pair, now)

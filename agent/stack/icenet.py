@@ -71,19 +71,22 @@ def rtp_key(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")
 
 
-def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+def kernel_time(
+    ancillary: list[tuple[int, int, bytes]], offset: float | None = None
+) -> float | None:
     """The ``SCM_TIMESTAMPNS`` of one ``recvmsg``, on ``time.monotonic``.
 
     The kernel stamps CLOCK_REALTIME; it is moved to the monotonic clock by
-    the current offset between the two (read now, so a clock step between the
-    datagram and the read is the only error, and it is rare and small).
+    the offset between the two (``offset``, else read now: a clock step
+    between the datagram and the read is the only error, rare and small).
     """
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             if len(payload) < _TIMESPEC.size:
                 return None
             sec, nsec = _TIMESPEC.unpack_from(payload)
-            offset = time.time() - time.monotonic()
+            if offset is None:
+                offset = time.time() - time.monotonic()
             return float(sec + nsec * 1e-9 - offset)
     return None
 
@@ -205,11 +208,14 @@ class SocketTap:
                 # Tell the RTP sender: this packet never reached the wire.
                 raise ConnectionError("socket closed")
             return
-        delay = self.connection.verdict(WireDirection.OUTBOUND, data, addr)
+        connection = self.connection
+        delay = connection.verdict(WireDirection.OUTBOUND, data, addr)
         if delay is None:
             return
         if delay > 0:
             asyncio.get_running_loop().call_later(delay, self._route_out, data, addr)
+        elif connection.net.route is None:
+            self._send(data, addr)  # checked open above: the common case
         else:
             self._route_out(data, addr)
 
@@ -235,11 +241,13 @@ class SocketTap:
                 delay, self._hand_in, data, addr, at + delay
             )
         else:
-            self._hand_in(data, addr, at)
+            self._take(data, addr, at)
 
     def _hand_in(self, data: bytes, addr: Address, at: float) -> None:
-        if self.closed:
-            return
+        if not self.closed:
+            self._take(data, addr, at)
+
+    def _take(self, data: bytes, addr: Address, at: float) -> None:
         connection = self.connection
         connection.note_received(self._protocol, addr, data)
         # RFC 7983 §7: 128..191 is RTP/RTCP. The media path skips aioice's
@@ -277,6 +285,8 @@ class SocketTap:
         fd = sock.fileno()
 
         def readable() -> None:
+            # One realtime-to-monotonic offset per wake-up (microseconds apart).
+            offset = time.time() - time.monotonic()
             for _ in range(_READS_PER_WAKEUP):
                 try:
                     data, ancillary, _flags, addr = sock.recvmsg(65536, TIMESPEC_SPACE)
@@ -286,7 +296,7 @@ class SocketTap:
                     # As asyncio's transport does: an ICMP error on UDP.
                     self._protocol.error_received(exc)
                     return
-                at = kernel_time(ancillary)
+                at = kernel_time(ancillary, offset)
                 if at is None:
                     at = time.monotonic()
                 received(data, (addr[0], addr[1]), at)
