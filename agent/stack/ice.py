@@ -81,6 +81,7 @@ from agent.stack.icenet import (
     Address,
     DatagramFilter,
     Delay,
+    FilteredTransport,
     SideNet,
     SocketFactory,
     SocketRoute,
@@ -254,7 +255,11 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
             tap.outbound(data, (addr[0], addr[1]))
 
         protocol.datagram_received = datagram_received
-        protocol.transport.sendto = sendto
+        try:
+            protocol.transport.sendto = sendto
+        except AttributeError:
+            # uvloop's transport is a C type with a read-only sendto.
+            protocol.transport = FilteredTransport(protocol.transport, sendto)
         # Arrival times from the kernel, not from when the loop got round to
         # the datagram (a stalled loop must not look like a network gap).
         tap.read_kernel_time(received_at)

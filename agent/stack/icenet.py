@@ -133,6 +133,19 @@ class SocketRoute(Protocol):
     def direct_inbound(self, tap: SocketTap) -> bool: ...
 
 
+class FilteredTransport:
+    """A datagram transport whose ``sendto`` goes through the side's network;
+    everything else is the wrapped transport's (for loops, like uvloop, whose
+    transports do not let ``sendto`` be replaced)."""
+
+    def __init__(self, transport: Any, sendto: Callable[..., None]) -> None:
+        self._wrapped = transport
+        self.sendto = sendto
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
 class SideNet:
     """One side's network, shared by every ICE generation of that side.
 
@@ -187,8 +200,10 @@ class SocketTap:
         self.connection = connection
         self._protocol = protocol
         self._receive = protocol.datagram_received
-        self._transport = protocol.transport
-        self._send = protocol.transport.sendto
+        transport = protocol.transport
+        #: the loop's own transport under any wrapper (uvloop, see ice.py)
+        self._transport = getattr(transport, "_wrapped", transport)
+        self._send = self._transport.sendto
         sockname = protocol.transport.get_extra_info("sockname")
         #: the address the socket is bound to (the host candidate)
         self.local: Address = (sockname[0], sockname[1])
@@ -264,7 +279,10 @@ class SocketTap:
         kernel receive time. False (asyncio keeps reading) where the platform
         has no such timestamps."""
         raw = self._transport.get_extra_info("socket")
-        if raw is None:
+        if raw is None or not hasattr(self._transport, "pause_reading"):
+            # uvloop's UDP transport cannot pause its own reads, and two
+            # readers of one socket would split its datagrams between them.
+            logger.info("no kernel receive timestamps on this event loop")
             return False
         try:
             # A dup of the fd (asyncio's TransportSocket has no recvmsg), read
