@@ -38,7 +38,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("aioice (STUN demux, queue, send)", ("aioice/",)),
     (
         "our ICE socket layer (icenet, ice, icemux)",
-        ("stack/icenet", "stack/ice.py", "stack/icemux"),
+        ("stack/icenet", "stack/ice.py", "stack/icemux", "stack/icemedia"),
     ),
     ("our DTLS-SRTP transport (dtls)", ("stack/dtls.py",)),
     (
@@ -88,15 +88,24 @@ def _sent(calls: list[LoopbackCall]) -> int:
     )
 
 
-def _cpu() -> float:
+def _cpu() -> tuple[float, float]:
     usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return usage.ru_utime, usage.ru_stime
 
 
-async def _window(calls: list[LoopbackCall], seconds: float) -> tuple[int, int, float]:
-    received, sent, cpu = _received(calls), _sent(calls), _cpu()
+async def _window(
+    calls: list[LoopbackCall], seconds: float
+) -> tuple[int, int, float, float]:
+    """Packets received and sent, user and system CPU seconds, in a window."""
+    received, sent, (user, system) = _received(calls), _sent(calls), _cpu()
     await asyncio.sleep(seconds)
-    return _received(calls) - received, _sent(calls) - sent, _cpu() - cpu
+    user_after, system_after = _cpu()
+    return (
+        _received(calls) - received,
+        _sent(calls) - sent,
+        user_after - user,
+        system_after - system,
+    )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -112,21 +121,20 @@ async def run(args: argparse.Namespace) -> None:
     await asyncio.gather(*(start(i, c) for i, c in enumerate(calls)))
     print(f"{args.calls} calls connected in {time.monotonic() - t0:.1f} s")
     await asyncio.sleep(args.warmup)
-    received, sent, cpu = await _window(calls, args.seconds)
-    plain_us = cpu / max(received, 1) * 1e6
+    received, sent, user, system = await _window(calls, args.seconds)
+    n = max(received, 1)
     print(
         f"unprofiled: {received / args.seconds:.0f} packets/s received "
         f"({received / args.seconds / (2 * args.calls):.1f}/50 per direction), "
-        f"{sent / args.seconds:.0f} sent, {cpu / args.seconds:.2f} cores, "
-        f"{plain_us:.1f} µs CPU per packet (sent + received)"
+        f"{sent / args.seconds:.0f} sent, {(user + system) / args.seconds:.2f} "
+        f"cores, {(user + system) / n * 1e6:.1f} µs CPU per packet (sent + "
+        f"received; user {user / n * 1e6:.1f}, kernel {system / n * 1e6:.1f})"
     )
     # CPU time, not wall time: other processes on the host must not count.
     profiler = cProfile.Profile(time.thread_time)
     profiler.enable()
-    received, sent, cpu = await _window(calls, args.seconds)
+    received, sent, _, _ = await _window(calls, args.seconds)
     profiler.disable()
-    for call in calls:
-        await call.close()
     stats = pstats.Stats(profiler)
     by_stage: dict[str, float] = defaultdict(float)
     raw = stats.stats  # type: ignore[attr-defined]
@@ -146,6 +154,7 @@ async def run(args: argparse.Namespace) -> None:
         stats.sort_stats("tottime").print_stats(args.top)
     if args.out:
         stats.dump_stats(args.out)
+    await asyncio.gather(*(call.close() for call in calls))
 
 
 def main() -> None:
