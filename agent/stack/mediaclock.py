@@ -42,9 +42,11 @@ class MediaClock:
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._heap: list[tuple[float, int, ClockedSender]] = []
+        #: (due, order, sender, registration): order breaks ties (first come,
+        #: first sent); a stale registration (stopped, started again) is skipped
+        self._heap: list[tuple[float, int, ClockedSender, int]] = []
         self._order = itertools.count()
-        self._active: set[ClockedSender] = set()
+        self._active: dict[ClockedSender, int] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at = math.inf
 
@@ -55,14 +57,14 @@ class MediaClock:
         """Start ``sender``: its first packet is due at the next grid point
         (returned, loop seconds)."""
         first = math.ceil(self._loop.time() / GRID_S) * GRID_S
-        self._active.add(sender)
-        heapq.heappush(self._heap, (first, next(self._order), sender))
+        registration = self._active[sender] = next(self._order)
+        heapq.heappush(self._heap, (first, registration, sender, registration))
         self._arm()
         return first
 
     def remove(self, sender: ClockedSender) -> None:
         """Stop ``sender`` (its heap entry is dropped when it comes up)."""
-        self._active.discard(sender)
+        self._active.pop(sender, None)
         if not self._active and self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -86,14 +88,15 @@ class MediaClock:
         active = self._active
         limit = self._loop.time() + _SAME_TICK_S
         while heap and heap[0][0] <= limit:
-            due, _, sender = heapq.heappop(heap)
-            if sender not in active:
+            due, _, sender, registration = heapq.heappop(heap)
+            if active.get(sender) != registration:
                 continue
             following = sender.send_due(due)
             if following is None:
-                active.discard(sender)
+                active.pop(sender, None)
             else:
-                heapq.heappush(heap, (following, next(self._order), sender))
+                entry = (following, next(self._order), sender, registration)
+                heapq.heappush(heap, entry)
         self._arm()
 
 
