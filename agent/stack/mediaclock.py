@@ -87,6 +87,7 @@ class MediaClock:
         heap = self._heap
         active = self._active
         limit = self._loop.time() + _SAME_TICK_S
+        later: list[tuple[float, int, ClockedSender, int]] = []
         while heap and heap[0][0] <= limit:
             due, _, sender, registration = heapq.heappop(heap)
             if active.get(sender) != registration:
@@ -95,8 +96,13 @@ class MediaClock:
             if following is None:
                 active.pop(sender, None)
             else:
-                entry = (following, next(self._order), sender, registration)
-                heapq.heappush(heap, entry)
+                later.append((following, next(self._order), sender, registration))
+        # One packet per sender per wake-up: a sender behind its schedule
+        # catches up over the next wake-ups (due at once), so the loop reads
+        # sockets in between instead of bursting every missed packet of
+        # every call in one go.
+        for entry in later:
+            heapq.heappush(heap, entry)
         self._arm()
 
 
