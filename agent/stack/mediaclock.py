@@ -28,6 +28,8 @@ from typing import Protocol
 GRID_S = 0.005
 #: packets due this close to a wake-up go in the same one
 _SAME_TICK_S = 0.0005
+#: packets one sender may send in one wake-up when it is behind
+CATCH_UP_PER_WAKE = 5
 
 
 class ClockedSender(Protocol):
@@ -88,6 +90,7 @@ class MediaClock:
         active = self._active
         limit = self._loop.time() + _SAME_TICK_S
         later: list[tuple[float, int, ClockedSender, int]] = []
+        sent: dict[ClockedSender, int] = {}
         while heap and heap[0][0] <= limit:
             due, _, sender, registration = heapq.heappop(heap)
             if active.get(sender) != registration:
@@ -95,12 +98,17 @@ class MediaClock:
             following = sender.send_due(due)
             if following is None:
                 active.pop(sender, None)
+                continue
+            entry = (following, next(self._order), sender, registration)
+            count = sent[sender] = sent.get(sender, 0) + 1
+            if count < CATCH_UP_PER_WAKE:
+                heapq.heappush(heap, entry)
             else:
-                later.append((following, next(self._order), sender, registration))
-        # One packet per sender per wake-up: a sender behind its schedule
-        # catches up over the next wake-ups (due at once), so the loop reads
-        # sockets in between instead of bursting every missed packet of
-        # every call in one go.
+                later.append(entry)
+        # A sender behind its schedule catches up a few packets per wake-up
+        # (the rest at once after the loop has read its sockets), so one late
+        # wake-up neither bursts every missed packet of every call in one go
+        # nor leaves senders further behind at each busy loop iteration.
         for entry in later:
             heapq.heappush(heap, entry)
         self._arm()
