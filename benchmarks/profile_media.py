@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import importlib
 import pstats
 import resource
 import time
@@ -165,11 +166,13 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50.0, help="calls started per s")
     parser.add_argument("--top", type=int, default=25, help="top functions (0: none)")
     parser.add_argument("--out", help="also write the pstats file here")
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument(
+        "--uvloop", action="store_true", help="run on uvloop (pip install uvloop)"
+    )
     args = parser.parse_args()
     if args.uvloop:
-        import uvloop
-
+        # Measured, not a dependency (benchmarks/README.md): pip install uvloop.
+        uvloop = importlib.import_module("uvloop")
         uvloop.run(run(args))
     else:
         asyncio.run(run(args))
