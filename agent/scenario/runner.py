@@ -379,7 +379,7 @@ class ScenarioRunner:
             final_state = call.final_state()
         finally:
             progress.state = "closing"
-            await asyncio.shield(call.close())
+            interrupted = await _close_through_cancel(call) or interrupted
         result = call.result(duration_ms=(time.monotonic() - started) * 1000)
         result["final_state"] = final_state
         result.update(
@@ -431,6 +431,29 @@ class ScenarioRunner:
         params = step.params.model_dump(mode="json") if step.params is not None else {}
         call.record_step(side, step.do, params)
         await STEPS[step.do]().run(call, side, step.params)
+
+
+async def _close_through_cancel(call: Call) -> bool:
+    """Close ``call`` to the end even when cancelled meanwhile; True if it was.
+
+    A cancel (SIGTERM, Ctrl-C, a worker told to stop) that arrives while the
+    call is closing must not lose its report entry: the call ran, and under
+    load many calls are closing at once. The close is bounded by the peers'
+    own timeouts, so waiting it out is bounded too; the caller passes the
+    cancel on once the entry is made.
+    """
+    closing = asyncio.ensure_future(call.close())
+    cancelled = False
+    while not closing.done():
+        try:
+            await asyncio.shield(closing)
+        except asyncio.CancelledError:
+            if closing.done():
+                break  # the close itself was cancelled: nothing left to wait
+            cancelled = True
+    if not closing.cancelled() and closing.exception() is not None:
+        raise closing.exception()  # type: ignore[misc]
+    return cancelled
 
 
 async def _wait_or_end(call: Call, seconds: float) -> bool:

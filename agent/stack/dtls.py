@@ -36,18 +36,14 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import struct
+import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pylibsrtp
 from aiortc import RTCCertificate, RTCDtlsFingerprint
-from aiortc.rtcrtpparameters import RTCRtpReceiveParameters
-from aiortc.rtp import (
-    AnyRtcpPacket,
-    HeaderExtensionsMap,
-    RtcpPacket,
-    RtpPacket,
-    is_rtcp,
-)
+from aiortc.rtp import AnyRtcpPacket, RtcpPacket
 from OpenSSL import SSL
 
 from agent.stack.association import (
@@ -71,6 +67,14 @@ REVIVE_WINDOW_S = 1.0
 HANDSHAKE_TIMEOUT_S = 10.0
 #: Largest datagram we send; DTLS records are packed up to it, never split.
 DEFAULT_MTU = 1200
+#: the fixed RTP header (RFC 3550 §5.1): V/P/X/CC, M/PT, seq, timestamp, SSRC
+RTP_HEADER = struct.Struct("!BBHII")
+
+
+def is_rtcp(data: bytes) -> bool:
+    """RFC 5761 §4 demultiplexing, as aiortc does it: a second byte of
+    192..208 (RTCP packet types SR..PSFB) is RTCP."""
+    return len(data) >= 2 and 192 <= data[1] <= 208
 
 
 class DtlsState(enum.StrEnum):
@@ -82,17 +86,25 @@ class DtlsState(enum.StrEnum):
 
 
 class Link(Protocol):
-    """What carries the datagrams: the ICE mux (``_recv``/``_send``)."""
+    """What carries the datagrams: the ICE mux (``_recv``/``_send`` for DTLS;
+    ``on_media``/``send_media`` for SRTP, synchronous, with arrival times)."""
+
+    on_media: Callable[[bytes, float], None] | None
 
     async def _recv(self) -> bytes: ...
     async def _send(self, data: bytes) -> None: ...
+    def send_media(self, data: bytes) -> None: ...
 
 
 class RtpSink(Protocol):
-    async def _handle_rtp_packet(
-        self, packet: RtpPacket, arrival_time_ms: int
+    """The RTP receiver: gets each authenticated RTP packet's clear text with
+    its header fields read (RFC 3550 §5.1) and its arrival (``time.monotonic``
+    seconds, the kernel's when known), and each RTCP packet."""
+
+    def rtp_received(
+        self, packet: bytes, ssrc: int, seq: int, timestamp: int, at: float
     ) -> None: ...
-    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None: ...
+    def rtcp_received(self, packet: AnyRtcpPacket) -> None: ...
 
 
 class DtlsListener(Protocol):
@@ -132,8 +144,8 @@ class SrtpTransport:
         self._previous_until = 0.0
         self.remote_fingerprints: list[RTCDtlsFingerprint] = []
         self.role = "client"
-        self._ext_map = HeaderExtensionsMap()
         self._sink: RtpSink | None = None
+        link.on_media = self._on_srtp
         self._pump: asyncio.Task[None] | None = None
         self._revive: asyncio.TimerHandle | None = None
         #: the rehandshake span (see :mod:`agent.stack.rehandshake`)
@@ -143,8 +155,7 @@ class SrtpTransport:
         self.stray_dtls = 0
 
     # -- setup ---------------------------------------------------------------
-    def set_receiver(self, sink: RtpSink, parameters: RTCRtpReceiveParameters) -> None:
-        self._ext_map.configure(parameters)
+    def set_receiver(self, sink: RtpSink) -> None:
         self._sink = sink
 
     def local_fingerprints(self) -> list[RTCDtlsFingerprint]:
@@ -323,7 +334,7 @@ class SrtpTransport:
                 if 20 <= first < 64:
                     self._on_dtls(data)
                 elif 128 <= first < 192:
-                    await self._on_srtp(data)
+                    self._on_srtp(data, time.monotonic())
         except ConnectionError:
             if self.state is not DtlsState.FAILED:
                 self._set_state(DtlsState.CLOSED)
@@ -355,10 +366,13 @@ class SrtpTransport:
             return
         target.inbox.put_nowait(data)
 
-    async def _on_srtp(self, data: bytes) -> None:
+    def _on_srtp(self, data: bytes, at: float) -> None:
+        """One SRTP/SRTCP datagram that reached the host at ``at``; the hot
+        path: no packet object, the header read with ``struct``."""
         rtcp = is_rtcp(data)
         plain = self._unprotect(data, rtcp)
-        if plain is None or self._sink is None:
+        sink = self._sink
+        if plain is None or sink is None:
             return
         if rtcp:
             # The receiver needs the far end's RTCP BYE (RFC 3550 §6.6): its
@@ -368,36 +382,40 @@ class SrtpTransport:
             except ValueError:
                 return
             for rtcp_packet in packets:
-                await self._sink._handle_rtcp_packet(rtcp_packet)
+                sink.rtcp_received(rtcp_packet)
             return
-        try:
-            packet = RtpPacket.parse(plain, self._ext_map)
-        except ValueError:
-            return
-        arrival_ms = int(asyncio.get_running_loop().time() * 1000)
-        await self._sink._handle_rtp_packet(packet, arrival_time_ms=arrival_ms)
+        if len(plain) < 12 or plain[0] >> 6 != 2:
+            return  # not RTP version 2 (RFC 3550 §5.1)
+        _, _, seq, timestamp, ssrc = RTP_HEADER.unpack_from(plain)
+        sink.rtp_received(plain, ssrc, seq, timestamp, at)
 
     def _unprotect(self, data: bytes, rtcp: bool) -> bytes | None:
-        candidates = [self.current]
-        if self._previous is not None:
-            if asyncio.get_running_loop().time() < self._previous_until:
-                candidates.append(self._previous)
-            else:
-                self._previous = None
-        for association in candidates:
-            if association is None or association.rx is None or association.lost:
-                continue
+        current = self.current
+        if current is not None and current.rx is not None and not current.lost:
             try:
                 if rtcp:
-                    return bytes(association.rx.unprotect_rtcp(data))
-                return bytes(association.rx.unprotect(data))
+                    return current.rx.unprotect_rtcp(data)
+                return current.rx.unprotect(data)
             except pylibsrtp.Error:
-                continue
+                pass
+        previous = self._previous
+        if previous is not None:
+            if asyncio.get_running_loop().time() >= self._previous_until:
+                self._previous = None
+            elif previous.rx is not None and not previous.lost:
+                try:
+                    if rtcp:
+                        return previous.rx.unprotect_rtcp(data)
+                    return previous.rx.unprotect(data)
+                except pylibsrtp.Error:
+                    pass
         self.srtp_errors += 1
         return None
 
     # -- sending -------------------------------------------------------------
-    async def send_rtp(self, data: bytes) -> None:
+    def send_rtp(self, data: bytes) -> None:
+        """Protect and send one RTP or RTCP packet now; ``ConnectionError``
+        when DTLS is not connected or no ICE pair can carry it."""
         association = self.current
         if (
             self.state is not DtlsState.CONNECTED
@@ -410,7 +428,7 @@ class SrtpTransport:
             protected = association.tx.protect_rtcp(data)
         else:
             protected = association.tx.protect(data)
-        await self._link._send(protected)
+        self._link.send_media(protected)
 
     # -- state, teardown -----------------------------------------------------
     def _set_state(self, state: DtlsState) -> None:

@@ -13,6 +13,7 @@ selected pair (``selected_pair_changes``).
   host candidates; no STUN/TURN unless configured).
 * ``sendto``/``data_received`` pass every non-STUN datagram to a tap callback
   before the normal path (the wire tap of DESIGN.md).
+* SRTP takes a short path both ways (:mod:`agent.stack.icemedia`).
 * ``check_complete`` reports a change of the nominated pair.
 * every socket's traffic passes through the side's network (:class:`SideNet`):
   impairment filters (drop, delay) and a route (a rebind, an address change, a
@@ -74,11 +75,13 @@ from agent.stack.ice_profile import (
     nominates_on_ping,
     stable_ping_interval_s,
 )
+from agent.stack.icemedia import IceMediaPath, MediaSink
 from agent.stack.icemux import IceMux
 from agent.stack.icenet import (
     Address,
     DatagramFilter,
     Delay,
+    FilteredTransport,
     SideNet,
     SocketFactory,
     SocketRoute,
@@ -110,7 +113,7 @@ def _describe_pair(pair: CandidatePair) -> SelectedPair:
     )
 
 
-class AgentIceConnection(aioice.Connection):
+class AgentIceConnection(IceMediaPath, aioice.Connection):
     """An aioice connection bound to chosen host addresses, with taps."""
 
     def __init__(
@@ -155,6 +158,7 @@ class AgentIceConnection(aioice.Connection):
         self._received_on: dict[tuple[int, Address], float] = {}
         #: a held ICE failure is looked at again then
         self._failure_recheck: asyncio.TimerHandle | None = None
+        self.init_media_path()
 
     @property
     def tie_breaker(self) -> int:
@@ -220,6 +224,8 @@ class AgentIceConnection(aioice.Connection):
         self, direction: WireDirection, data: bytes, addr: Address
     ) -> float | None:
         """Seconds of delay for this datagram, or None when it is dropped."""
+        if not self.filters and not self.net.filters:
+            return 0.0  # nothing impairs this side: every datagram's case
         delay = 0.0
         for chain in (self.filters, self.net.filters):
             for impairment in list(chain):
@@ -249,7 +255,11 @@ class AgentIceConnection(aioice.Connection):
             tap.outbound(data, (addr[0], addr[1]))
 
         protocol.datagram_received = datagram_received
-        protocol.transport.sendto = sendto
+        try:
+            protocol.transport.sendto = sendto
+        except AttributeError:
+            # uvloop's transport is a C type with a read-only sendto.
+            protocol.transport = FilteredTransport(protocol.transport, sendto)
         # Arrival times from the kernel, not from when the loop got round to
         # the datagram (a stalled loop must not look like a network gap).
         tap.read_kernel_time(received_at)
@@ -260,6 +270,13 @@ class AgentIceConnection(aioice.Connection):
         self._received_on[(protocol.id, addr)] = now
         if not self.ice_controlling and data and data[0] > 3:
             # RFC 7983: not STUN. Media arriving on a valid non-selected pair.
+            selected = self._nominated.get(1)
+            if (
+                selected is not None
+                and selected.protocol is protocol
+                and selected.remote_addr == addr
+            ):
+                return  # on the selected pair: the usual case, nothing to follow
             pair = self._valid_pair(protocol, addr)
             if pair is not None:
                 self._maybe_follow(pair, now)
@@ -468,6 +485,7 @@ __all__ = [
     "DatagramFilter",
     "Delay",
     "IceMux",
+    "MediaSink",
     "SelectedPair",
     "SideNet",
     "SocketFactory",

@@ -1,14 +1,17 @@
 """The ICE transport aiortc's DTLS layer sees, across ICE generations.
 
 Every live generation's :class:`~agent.stack.ice.AgentIceConnection` is pumped
-into one queue; sends go to the generation chosen by :meth:`IceMux.use`, the
-newest one with a selected pair (make-before-break, RFC 8445 §9 restarts as
-generations; see :mod:`agent.stack.ice`).
+into one queue (DTLS; SRTP goes straight to :attr:`IceMux.on_media`, with its
+kernel arrival time, from every attached generation); sends go to the
+generation chosen by :meth:`IceMux.use`, the newest one with a selected pair
+(make-before-break, RFC 8445 §9 restarts as generations; see
+:mod:`agent.stack.ice`).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -28,6 +31,8 @@ class IceMux:
         self._sending: AgentIceConnection | None = None
         self._pumps: dict[AgentIceConnection, asyncio.Task[None]] = {}
         self._closed = False
+        #: the DTLS-SRTP transport's handler of (SRTP datagram, arrival)
+        self.on_media: Callable[[bytes, float], None] | None = None
 
     @property
     def role(self) -> str:
@@ -43,6 +48,7 @@ class IceMux:
         """Receive from ``connection`` (call once it has a selected pair)."""
         if connection not in self._pumps and not self._closed:
             self._pumps[connection] = asyncio.create_task(self._pump(connection))
+            connection.set_media_sink(self._media)
 
     def use(self, connection: AgentIceConnection) -> None:
         """Send on ``connection`` from now on."""
@@ -53,6 +59,11 @@ class IceMux:
         task = self._pumps.pop(connection, None)
         if task is not None:
             task.cancel()
+            connection.set_media_sink(None)
+
+    def _media(self, data: bytes, at: float) -> None:
+        if self.on_media is not None:
+            self.on_media(data, at)
 
     async def _pump(self, connection: AgentIceConnection) -> None:
         try:
@@ -74,9 +85,16 @@ class IceMux:
             raise ConnectionError("no ICE generation connected")
         await self._sending.send(data)
 
+    def send_media(self, data: bytes) -> None:
+        """Send SRTP now on the sending generation (no coroutine)."""
+        if self._sending is None:
+            raise ConnectionError("no ICE generation connected")
+        self._sending.send_media(data)
+
     def close(self) -> None:
         self._closed = True
-        for task in self._pumps.values():
+        for connection, task in self._pumps.items():
             task.cancel()
+            connection.set_media_sink(None)
         self._pumps.clear()
         self._queue.put_nowait(None)

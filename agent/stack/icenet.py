@@ -14,12 +14,13 @@ round to it, so a loop that stalls 300 ms hands 15 packets of 20 ms audio to
 the receiver at the same instant: a 300 ms gap that the network never made.
 :meth:`SocketTap.read_kernel_time` turns on ``SO_TIMESTAMPNS`` and reads the
 socket itself with ``recvmsg`` (the kernel's receive time in the ancillary
-data), so each datagram carries the time it reached the host. The time of
-every RTP datagram (its clear-text SSRC and sequence number, RFC 3711 §3.1
-leaves the header unencrypted) is kept on the side's :class:`SideNet`
-(:meth:`SideNet.take_rtp_arrival`) for the RTP receiver, after SRTP, to pick
-up. A datagram an inbound impairment delays arrives when the emulated network
-delivers it: kernel time plus the delay.
+data), so each datagram carries the time it reached the host. That time goes
+along with the datagram: an (S)RTP datagram (first byte 128..191, RFC 7983)
+takes the media path (:meth:`TapOwner.media_received`) past aioice's STUN
+parser and queues, straight to SRTP and the RTP receiver, with its kernel time
+as an argument (no per-packet lookup table). A datagram an inbound impairment
+delays arrives when the emulated network delivers it: kernel time plus the
+delay.
 
 An SRTP packet sent to a socket that is already closed (a retired ICE
 generation) raises ``ConnectionError`` up to the RTP sender, as "no pair"
@@ -57,8 +58,6 @@ TIMESPEC_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 #: datagrams read per readiness callback, so one busy socket cannot starve
 #: the loop (asyncio's transport reads one)
 _READS_PER_WAKEUP = 64
-#: RTP arrivals kept for the receiver; older ones were dropped by a filter
-_MAX_RTP_ARRIVALS = 4096
 
 
 def rtp_key(data: bytes) -> tuple[int, int] | None:
@@ -72,19 +71,22 @@ def rtp_key(data: bytes) -> tuple[int, int] | None:
     return int.from_bytes(data[8:12], "big"), int.from_bytes(data[2:4], "big")
 
 
-def kernel_time(ancillary: list[tuple[int, int, bytes]]) -> float | None:
+def kernel_time(
+    ancillary: list[tuple[int, int, bytes]], offset: float | None = None
+) -> float | None:
     """The ``SCM_TIMESTAMPNS`` of one ``recvmsg``, on ``time.monotonic``.
 
     The kernel stamps CLOCK_REALTIME; it is moved to the monotonic clock by
-    the current offset between the two (read now, so a clock step between the
-    datagram and the read is the only error, and it is rare and small).
+    the offset between the two (``offset``, else read now: a clock step
+    between the datagram and the read is the only error, rare and small).
     """
     for level, kind, payload in ancillary:
         if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
             if len(payload) < _TIMESPEC.size:
                 return None
             sec, nsec = _TIMESPEC.unpack_from(payload)
-            offset = time.time() - time.monotonic()
+            if offset is None:
+                offset = time.time() - time.monotonic()
             return float(sec + nsec * 1e-9 - offset)
     return None
 
@@ -131,6 +133,19 @@ class SocketRoute(Protocol):
     def direct_inbound(self, tap: SocketTap) -> bool: ...
 
 
+class FilteredTransport:
+    """A datagram transport whose ``sendto`` goes through the side's network;
+    everything else is the wrapped transport's (for loops, like uvloop, whose
+    transports do not let ``sendto`` be replaced)."""
+
+    def __init__(self, transport: Any, sendto: Callable[..., None]) -> None:
+        self._wrapped = transport
+        self.sendto = sendto
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._wrapped, name)
+
+
 class SideNet:
     """One side's network, shared by every ICE generation of that side.
 
@@ -149,29 +164,15 @@ class SideNet:
         self.stun_server: Address | None = None
         self.taps: list[SocketTap] = []
         self.socket_factory: SocketFactory | None = None
-        #: (ssrc, seq) -> arrival time (time.monotonic) of an RTP datagram
-        self._rtp_arrivals: dict[tuple[int, int], float] = {}
         #: arrival time (time.monotonic) of the last DTLS datagram: when a
         #: handshake completes, that of the flight that completed it
         self.last_dtls_arrival: float | None = None
-
-    def note_rtp_arrival(self, key: tuple[int, int], at: float) -> None:
-        arrivals = self._rtp_arrivals
-        arrivals[key] = at
-        if len(arrivals) > _MAX_RTP_ARRIVALS:
-            # Dicts keep insertion order: drop the oldest.
-            del arrivals[next(iter(arrivals))]
 
     def dtls_arrival_ms(self, now_ms: float) -> float:
         """The last DTLS datagram's kernel arrival on a clock reading
         ``now_ms`` now (``now_ms`` when not known)."""
         at = self.last_dtls_arrival
         return now_ms if at is None else now_ms - max(0.0, time.monotonic() - at) * 1e3
-
-    def take_rtp_arrival(self, ssrc: int, seq: int) -> float | None:
-        """When the RTP packet (``ssrc``, ``seq``) reached this host
-        (``time.monotonic`` seconds), once; None if not known."""
-        return self._rtp_arrivals.pop((ssrc, seq), None)
 
     def live_taps(self) -> list[SocketTap]:
         self.taps = [t for t in self.taps if not t.closed]
@@ -193,6 +194,11 @@ class TapOwner(Protocol):
 
     def note_received(self, protocol: Any, addr: Address, data: bytes) -> None: ...
 
+    def media_received(self, data: bytes, at: float) -> bool:
+        """An (S)RTP datagram that reached the host at ``at`` (monotonic s);
+        False when the ICE agent's ordinary path must take it."""
+        ...
+
 
 class SocketTap:
     """One ICE socket as ``agent/net`` sees it: its own address, its raw send,
@@ -203,8 +209,10 @@ class SocketTap:
         self.connection = connection
         self._protocol = protocol
         self._receive = protocol.datagram_received
-        self._transport = protocol.transport
-        self._send = protocol.transport.sendto
+        transport = protocol.transport
+        #: the loop's own transport under any wrapper (uvloop, see ice.py)
+        self._transport = getattr(transport, "_wrapped", transport)
+        self._send = self._transport.sendto
         sockname = protocol.transport.get_extra_info("sockname")
         #: the address the socket is bound to (the host candidate)
         self.local: Address = (sockname[0], sockname[1])
@@ -224,11 +232,14 @@ class SocketTap:
                 # Tell the RTP sender: this packet never reached the wire.
                 raise ConnectionError("socket closed")
             return
-        delay = self.connection.verdict(WireDirection.OUTBOUND, data, addr)
+        connection = self.connection
+        delay = connection.verdict(WireDirection.OUTBOUND, data, addr)
         if delay is None:
             return
         if delay > 0:
             asyncio.get_running_loop().call_later(delay, self._route_out, data, addr)
+        elif connection.net.route is None:
+            self._send(data, addr)  # checked open above: the common case
         else:
             self._route_out(data, addr)
 
@@ -254,17 +265,21 @@ class SocketTap:
                 delay, self._hand_in, data, addr, at + delay
             )
         else:
-            self._hand_in(data, addr, at)
+            self._take(data, addr, at)
 
     def _hand_in(self, data: bytes, addr: Address, at: float) -> None:
-        if self.closed:
+        if not self.closed:
+            self._take(data, addr, at)
+
+    def _take(self, data: bytes, addr: Address, at: float) -> None:
+        connection = self.connection
+        connection.note_received(self._protocol, addr, data)
+        # RFC 7983 §7: 128..191 is RTP/RTCP. The media path skips aioice's
+        # STUN parse and two queue hand-offs, and keeps the kernel time.
+        if data and 128 <= data[0] < 192 and connection.media_received(data, at):
             return
-        key = rtp_key(data)
-        if key is not None:
-            self.connection.net.note_rtp_arrival(key, at)
-        elif data and 19 < data[0] < 64:  # DTLS (RFC 7983 §7)
-            self.connection.net.last_dtls_arrival = at
-        self.connection.note_received(self._protocol, addr, data)
+        if data and 19 < data[0] < 64:  # DTLS (RFC 7983 §7)
+            connection.net.last_dtls_arrival = at
         self._receive(data, addr)
 
     def read_kernel_time(
@@ -275,7 +290,10 @@ class SocketTap:
         kernel receive time. False (asyncio keeps reading) where the platform
         has no such timestamps."""
         raw = self._transport.get_extra_info("socket")
-        if raw is None:
+        if raw is None or not hasattr(self._transport, "pause_reading"):
+            # uvloop's UDP transport cannot pause its own reads, and two
+            # readers of one socket would split its datagrams between them.
+            logger.info("no kernel receive timestamps on this event loop")
             return False
         try:
             # A dup of the fd (asyncio's TransportSocket has no recvmsg), read
@@ -296,6 +314,8 @@ class SocketTap:
         fd = sock.fileno()
 
         def readable() -> None:
+            # One realtime-to-monotonic offset per wake-up (microseconds apart).
+            offset = time.time() - time.monotonic()
             for _ in range(_READS_PER_WAKEUP):
                 try:
                     data, ancillary, _flags, addr = sock.recvmsg(65536, TIMESPEC_SPACE)
@@ -305,7 +325,7 @@ class SocketTap:
                     # As asyncio's transport does: an ICMP error on UDP.
                     self._protocol.error_received(exc)
                     return
-                at = kernel_time(ancillary)
+                at = kernel_time(ancillary, offset)
                 if at is None:
                     at = time.monotonic()
                 received(data, (addr[0], addr[1]), at)

@@ -5,14 +5,15 @@ received frame in another; the thread hand-offs, not the crypto, cap one process
 about 14 calls. A test call needs real, decodable media on the wire but not fresh
 audio, so :class:`OpusPackets` encodes one second of a tone once per process and
 :class:`RtpAudioSender` loops those packets with correct RTP sequence numbers and
-timestamps (RFC 3550 §5.1, RFC 7587 for Opus). :class:`RtpAudioReceiver` takes the
-place of aiortc's ``RTCRtpReceiver`` on the DTLS transport's RTP router and hands
-each packet's (seq, timestamp, arrival) to a listener — optionally decoding the
-payload with aiortc's Opus decoder when a scenario asks for it.
+timestamps (RFC 3550 §5.1, RFC 7587 for Opus), every sender of the process on
+one timer (:mod:`agent.stack.mediaclock`), each packet's header packed with
+``struct``. :class:`RtpAudioReceiver` is the DTLS-SRTP transport's RTP sink and
+hands each packet's (seq, timestamp, arrival) to a listener — optionally
+decoding the payload with aiortc's Opus decoder when a scenario asks for it.
 
 Each received packet's arrival is the kernel's receive time when the socket
-layer knows it (:meth:`agent.stack.icenet.SideNet.take_rtp_arrival`), moved to
-the call clock; otherwise the time the receiver got it. Each sender records its
+layer knows it (handed along with the datagram, :mod:`agent.stack.icenet`),
+moved to the call clock; otherwise the time the socket was read. Each sender records its
 own lateness: :attr:`RtpAudioSender.max_late_ms` (when packets really left vs
 when they were due) and :attr:`RtpAudioSender.late` (each time the sender
 itself went quiet for longer than its packet time, because this process was
@@ -37,7 +38,6 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 import av
 from aiortc.codecs.opus import OpusDecoder
@@ -47,8 +47,10 @@ from aiortc.rtp import (
     RtcpByePacket,
     RtcpSenderInfo,
     RtcpSrPacket,
-    RtpPacket,
 )
+
+from agent.stack.dtls import RTP_HEADER
+from agent.stack.mediaclock import MediaClock, media_clock
 
 logger = logging.getLogger(__name__)
 
@@ -112,25 +114,31 @@ async def prepare_opus(packet_ms: int) -> None:
 LATE_MS = 30.0
 #: pauses kept per sender
 MAX_LATE_RUNS = 1000
+#: a sender this far behind its schedule (the loop stalled: debugger,
+#: overload) starts afresh rather than bursting the missed packets
+_RESYNC_S = 1.0
 
-
-SendRtp = Callable[[bytes], Any]  # an awaitable-returning send (DTLS transport)
+SendRtp = Callable[[bytes], None]
+"""Protect and send one RTP/RTCP packet now; ``ConnectionError`` when nothing
+could go out (the DTLS transport's ``send_rtp``)."""
 
 
 class RtpAudioSender:
     """Sends pre-encoded Opus at a steady pace, with RTCP sender reports.
 
-    Pacing is against the loop clock with an absolute schedule, so one late
-    wake-up does not shift every later packet (which would itself look like a
-    media gap to the far end). Sending stops quietly while the transport is not
-    connected (``ConnectionError``) and resumes when it is: a paused transport is
-    exactly what the far end's gap analysis must see, not an agent crash.
+    Driven by the loop's :class:`~agent.stack.mediaclock.MediaClock` (one
+    timer for every sender of the process), against an absolute schedule, so
+    one late wake-up does not shift every later packet (which would itself
+    look like a media gap to the far end). Sending stops quietly while the
+    transport is not connected (``ConnectionError``) and resumes when it is:
+    a paused transport is exactly what the far end's gap analysis must see,
+    not an agent crash.
     """
 
     def __init__(
         self,
         *,
-        send: Callable[[bytes], Any],
+        send: SendRtp,
         ssrc: int,
         payload_type: int,
         packet_ms: int = 20,
@@ -143,11 +151,16 @@ class RtpAudioSender:
         self.ssrc = ssrc
         self.payload_type = payload_type
         self.packet_ms = packet_ms
+        self._interval = packet_ms / 1000
         self._payloads = opus_packets(packet_ms)
         self._samples = OPUS_CLOCK_RATE * packet_ms // 1000
         self._seq = rng.randrange(0, 1 << 16)
         self._timestamp = rng.randrange(0, 1 << 32)
-        self._task: asyncio.Task[None] | None = None
+        self._clock: MediaClock | None = None
+        self._loop_time: Callable[[], float] = time.monotonic
+        self._index = 0
+        self._next_rtcp = 0.0
+        self._last_sent_ms: float | None = None
         #: loop time the sender was stopped (its RTP clock runs on)
         self._stopped_at: float | None = None
         self.packets_sent = 0
@@ -164,86 +177,83 @@ class RtpAudioSender:
         self.max_late_ms = 0.0
 
     def start(self) -> None:
-        if self._task is None:
+        if self._clock is None:
+            loop = asyncio.get_running_loop()
             if self._stopped_at is not None:
                 # Resumed (a re-offer put media back on): the RTP clock kept
                 # running while nothing was sent (RFC 3550 §5.1).
-                paused_s = asyncio.get_running_loop().time() - self._stopped_at
+                paused_s = loop.time() - self._stopped_at
                 ticks = int(paused_s * OPUS_CLOCK_RATE)
                 self._timestamp = (self._timestamp + ticks) & 0xFFFFFFFF
                 self._stopped_at = None
-            self._task = asyncio.create_task(self._run(), name=f"rtp-send-{self.ssrc}")
+            self._loop_time = loop.time
+            self._clock = media_clock()
+            first = self._clock.add(self)
+            self._next_rtcp = first + _RTCP_INTERVAL_S
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._stopped_at = asyncio.get_running_loop().time()
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
-            self._task = None
+        if self._clock is not None:
+            self._stopped_at = self._loop_time()
+            self._clock.remove(self)
+            self._clock = None
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        interval = self.packet_ms / 1000
-        next_at = loop.time()
-        next_rtcp = next_at + _RTCP_INTERVAL_S
-        index = 0
+    def send_due(self, due: float) -> float | None:
+        """Send the packet due at ``due`` (loop seconds); the next due time."""
         clock = self._clock_ms
-        last_sent_ms: float | None = None
-        while True:
-            due_ms = None if clock is None else clock() + (next_at - loop.time()) * 1000
-            packet = RtpPacket(
-                payload_type=self.payload_type,
-                marker=1 if index == 0 else 0,
-                sequence_number=self._seq,
-                timestamp=self._timestamp,
-                ssrc=self.ssrc,
-                payload=self._payloads[index % len(self._payloads)],
-            )
-            if await self._transmit(packet.serialize()):
-                # Counted only when it went out: unsent is not lost.
-                self.packets_sent += 1
-                self.octets_sent += len(packet.payload)
-            else:
-                self.packets_unsent += 1
-            if clock is not None and due_ms is not None:
-                sent_ms = clock()
-                self.max_late_ms = max(self.max_late_ms, sent_ms - due_ms)
-                if last_sent_ms is not None:
-                    spacing = sent_ms - last_sent_ms
-                    if (
-                        spacing >= self.packet_ms + LATE_MS
-                        and len(self.late) < MAX_LATE_RUNS
-                    ):
-                        self.late.append((round(last_sent_ms, 1), round(spacing, 1)))
-                last_sent_ms = sent_ms
-            index += 1
-            self._seq = (self._seq + 1) & 0xFFFF
-            self._timestamp = (self._timestamp + self._samples) & 0xFFFFFFFF
-            if loop.time() >= next_rtcp:
-                await self._send_sender_report()
-                next_rtcp += _RTCP_INTERVAL_S
-            next_at += interval
-            delay = next_at - loop.time()
-            if delay < -1.0:
-                # The loop stalled for over a second (debugger, overload): resync
-                # rather than bursting a second of packets at once.
-                next_at = loop.time()
-                delay = 0.0
-            await asyncio.sleep(max(delay, 0.0))
+        loop_now = self._loop_time()
+        due_ms = None if clock is None else clock() + (due - loop_now) * 1000
+        index = self._index
+        payload = self._payloads[index % len(self._payloads)]
+        header = RTP_HEADER.pack(
+            0x80,  # version 2, no padding, extension or CSRC (RFC 3550 §5.1)
+            (0x80 if index == 0 else 0) | self.payload_type,
+            self._seq,
+            self._timestamp,
+            self.ssrc,
+        )
+        if self._transmit(header + payload):
+            # Counted only when it went out: unsent is not lost.
+            self.packets_sent += 1
+            self.octets_sent += len(payload)
+        else:
+            self.packets_unsent += 1
+        if clock is not None and due_ms is not None:
+            sent_ms = clock()
+            late_ms = sent_ms - due_ms
+            if late_ms > self.max_late_ms:
+                self.max_late_ms = late_ms
+            last = self._last_sent_ms
+            if last is not None:
+                spacing = sent_ms - last
+                if (
+                    spacing >= self.packet_ms + LATE_MS
+                    and len(self.late) < MAX_LATE_RUNS
+                ):
+                    self.late.append((round(last, 1), round(spacing, 1)))
+            self._last_sent_ms = sent_ms
+        self._index = index + 1
+        self._seq = (self._seq + 1) & 0xFFFF
+        self._timestamp = (self._timestamp + self._samples) & 0xFFFFFFFF
+        if loop_now >= self._next_rtcp:
+            self._send_sender_report()
+            self._next_rtcp += _RTCP_INTERVAL_S
+        following = due + self._interval
+        if loop_now - following > _RESYNC_S:
+            # Start afresh from now rather than burst a second of packets.
+            following = loop_now
+            self._next_rtcp = max(self._next_rtcp, loop_now)
+        return following
 
-    async def _transmit(self, data: bytes) -> bool:
+    def _transmit(self, data: bytes) -> bool:
         """Send; False when the transport refused (nothing went out)."""
         try:
-            await self._send(data)
+            self._send(data)
         except ConnectionError:
             self.send_errors += 1
             return False
         return True
 
-    async def _send_sender_report(self) -> None:
+    def _send_sender_report(self) -> None:
         ntp = _ntp_now()
         report = RtcpSrPacket(
             ssrc=self.ssrc,
@@ -254,7 +264,7 @@ class RtpAudioSender:
                 octet_count=self.octets_sent & 0xFFFFFFFF,
             ),
         )
-        await self._transmit(bytes(report))
+        self._transmit(bytes(report))
 
 
 def _ntp_now() -> int:
@@ -262,13 +272,27 @@ def _ntp_now() -> int:
     return (int(now) << 32) | int((now % 1) * (1 << 32))
 
 
-class RtpAudioReceiver:
-    """Stands where aiortc's ``RTCRtpReceiver`` stands on the RTP router.
+def rtp_payload(packet: bytes) -> bytes | None:
+    """The payload of a clear-text RTP packet (RFC 3550 §5.1, §5.3.1: past the
+    CSRC list and a header extension, without padding); None if malformed."""
+    offset = 12 + 4 * (packet[0] & 0x0F)
+    if packet[0] & 0x10:
+        if len(packet) < offset + 4:
+            return None
+        offset += 4 + 4 * int.from_bytes(packet[offset + 2 : offset + 4], "big")
+    end = len(packet)
+    if packet[0] & 0x20 and end > offset:
+        end -= packet[-1]
+    return packet[offset:end] if end >= offset else None
 
-    It implements the three methods the router calls. Each packet goes to the
-    listener as (ssrc, seq, timestamp, arrival_ms); with ``decode`` the Opus
-    payload is also decoded inline, which proves the media is real at the cost
-    aiortc's receiver pays (minus its thread hand-off).
+
+class RtpAudioReceiver:
+    """Takes the RTP the DTLS-SRTP transport authenticated (its ``RtpSink``).
+
+    Each packet goes to the listener as (ssrc, seq, timestamp, arrival_ms);
+    with ``decode`` the Opus payload is also decoded inline, which proves the
+    media is real at the cost aiortc's receiver pays (minus its thread
+    hand-off).
     """
 
     def __init__(
@@ -277,47 +301,40 @@ class RtpAudioReceiver:
         listener: RtpListener,
         clock_ms: Callable[[], float],
         decode: bool = False,
-        arrival: Callable[[int, int], float | None] | None = None,
         on_bye: Callable[[int], None] | None = None,
     ) -> None:
         self._listener = listener
         #: the far end said an SSRC stopped sending (RTCP BYE, RFC 3550 §6.6)
         self._on_bye = on_bye
         self._clock_ms = clock_ms
-        #: (ssrc, seq) -> kernel arrival on time.monotonic, from the socket
-        self._arrival = arrival
         self._decoder = OpusDecoder() if decode else None
         self.frames_decoded = 0
         self.decode_errors = 0
         self.rtcp_packets = 0
         self.disconnected = False
 
-    async def _handle_rtp_packet(self, packet: RtpPacket, arrival_time_ms: int) -> None:
-        now_ms = self._clock_ms()
-        kernel = (
-            None
-            if self._arrival is None
-            else self._arrival(packet.ssrc, packet.sequence_number)
-        )
-        # The kernel's time, on the call clock: now minus how long ago it was.
-        arrival_ms = (
-            now_ms
-            if kernel is None
-            else now_ms - max(0.0, time.monotonic() - kernel) * 1000.0
-        )
-        self._listener(
-            packet.ssrc, packet.sequence_number, packet.timestamp, arrival_ms
-        )
+    def rtp_received(
+        self, packet: bytes, ssrc: int, seq: int, timestamp: int, at: float
+    ) -> None:
+        """One RTP packet that reached the host at ``at`` (``time.monotonic``
+        seconds: the kernel's receive time when the socket knew it)."""
+        # The arrival on the call clock: now minus how long ago it was.
+        arrival_ms = self._clock_ms() - max(0.0, time.monotonic() - at) * 1000.0
+        self._listener(ssrc, seq, timestamp, arrival_ms)
         if self._decoder is not None:
+            payload = rtp_payload(packet)
+            if payload is None:
+                self.decode_errors += 1
+                return
             try:
                 frames = self._decoder.decode(
-                    JitterFrame(data=packet.payload, timestamp=packet.timestamp)
+                    JitterFrame(data=payload, timestamp=timestamp)
                 )
                 self.frames_decoded += len(frames)
             except (av.FFmpegError, ValueError):
                 self.decode_errors += 1
 
-    async def _handle_rtcp_packet(self, packet: AnyRtcpPacket) -> None:
+    def rtcp_received(self, packet: AnyRtcpPacket) -> None:
         self.rtcp_packets += 1
         if isinstance(packet, RtcpByePacket) and self._on_bye is not None:
             for ssrc in packet.sources:

@@ -75,7 +75,7 @@ from agent.stack.negotiation import Negotiator
 from agent.stack.peer_dtls import PeerDtls
 from agent.stack.peer_hold import PeerHold
 from agent.stack.peer_ice import PeerIce
-from agent.stack.sdp import LocalSource, Negotiated, parse_sdp, receive_parameters
+from agent.stack.sdp import LocalSource, Negotiated, parse_sdp
 
 logger = logging.getLogger(__name__)
 
@@ -346,10 +346,9 @@ class Peer:
                     listener=self._listener.on_rtp,
                     clock_ms=self._clock_ms,
                     decode=self.config.decode,
-                    arrival=self.config.net.take_rtp_arrival,
                     on_bye=self._listener.on_rtp_bye,
                 )
-                self.dtls.set_receiver(self.receiver, receive_parameters(neg))
+                self.dtls.set_receiver(self.receiver)
             await self.dtls.start(neg.dtls_role, self.negotiation.remote_fingerprints)
             if self.dtls.state != "connected":
                 return

@@ -118,9 +118,6 @@ PINS: tuple[Pin, ...] = (
     Pin("aiortc.rtcrtpparameters", "RTCRtpReceiveParameters", "class", "receiver"),
     Pin("aiortc.rtcrtpparameters", "RTCRtpDecodingParameters", "class", "receiver"),
     # RTP: packets, header extensions, Opus, the jitter buffer's frame
-    Pin("aiortc.rtp", "RtpPacket", "class", "RTP parse and serialize"),
-    Pin("aiortc.rtp", "HeaderExtensionsMap", "class", "extmap IDs of a receiver"),
-    Pin("aiortc.rtp", "is_rtcp", "func", "RTP/RTCP demultiplexing (RFC 5761)"),
     Pin("aiortc.rtp", "AnyRtcpPacket", "const", "RTCP packet type"),
     Pin("aiortc.rtp", "RtcpSenderInfo", "class", "sender reports"),
     Pin("aiortc.rtp", "RtcpSrPacket", "class", "sender reports"),

@@ -1,0 +1,80 @@
+"""The media path of an ICE connection: SRTP in and out without aioice's
+per-packet machinery.
+
+aioice hands every received datagram to its STUN parser (an exception per
+media packet), then to an ``asyncio.Queue`` that a task drains into another
+queue (the mux) that the DTLS transport's task drains: two task wake-ups and
+two queue operations per packet, and the kernel receive time lost on the way.
+Sending is three nested coroutines for one ``sendto``. :class:`IceMediaPath`
+gives :class:`~agent.stack.ice.AgentIceConnection` a direct path for (S)RTP,
+RFC 7983 §7's first byte 128..191: :meth:`~IceMediaPath.media_received` hands
+the datagram and its arrival time straight to the attached sink (the DTLS-SRTP
+transport, through :class:`~agent.stack.icemux.IceMux`), and
+:meth:`~IceMediaPath.send_media` sends on the selected pair at once. The wire
+tap, the liveness stamp and the side's network (filters, routes:
+:mod:`agent.stack.icenet`) still see every datagram; DTLS and STUN keep
+aioice's path.
+
+Media that arrives before the mux attaches the generation (an ICE restart the
+far end finished first) is held, bounded, and handed on with its original
+arrival times on attach, as aioice's queue held it before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from agent.stack.icenet import WireDirection
+
+#: takes one (S)RTP datagram and its arrival (``time.monotonic`` seconds, the
+#: kernel's receive time when known)
+MediaSink = Callable[[bytes, float], None]
+
+#: media held while no sink is attached
+MAX_HELD_MEDIA = 512
+
+
+class IceMediaPath:
+    """Mixed into :class:`~agent.stack.ice.AgentIceConnection` (see module)."""
+
+    _nominated: dict[int, Any]
+    wire_tap: Callable[[WireDirection, bytes], None] | None
+    last_received: float | None
+
+    def init_media_path(self) -> None:
+        #: where SRTP goes (the DTLS-SRTP transport, via the mux), if attached
+        self._media_sink: MediaSink | None = None
+        self._held_media: list[tuple[bytes, float]] = []
+
+    def set_media_sink(self, sink: MediaSink | None) -> None:
+        """Hand SRTP to ``sink`` from now on (None: hold it, bounded), first
+        what arrived before, in order, with its arrival times."""
+        self._media_sink = sink
+        if sink is not None:
+            held, self._held_media = self._held_media, []
+            for data, at in held:
+                sink(data, at)
+
+    def media_received(self, data: bytes, at: float) -> bool:
+        """One (S)RTP datagram from the socket layer, arrived at ``at``."""
+        self.last_received = asyncio.get_running_loop().time()
+        if self.wire_tap is not None:
+            self.wire_tap(WireDirection.INBOUND, data)
+        sink = self._media_sink
+        if sink is not None:
+            sink(data, at)
+        elif len(self._held_media) < MAX_HELD_MEDIA:
+            self._held_media.append((data, at))
+        return True
+
+    def send_media(self, data: bytes) -> None:
+        """Send an SRTP datagram on the selected pair now (aioice's ``sendto``
+        without its coroutines); ``ConnectionError`` when there is none."""
+        pair = self._nominated.get(1)
+        if pair is None:
+            raise ConnectionError("Cannot send data, not connected")
+        if self.wire_tap is not None:
+            self.wire_tap(WireDirection.OUTBOUND, data)
+        pair.protocol.transport.sendto(data, pair.remote_addr)
