@@ -149,6 +149,25 @@ async def run_scenarios(
             stream.call(result)
         if writer is not None:
             keep_writing(lambda: writer.add_call(result))
+            if writer.dirty:
+                flush_later(writer)
+
+    # A big report is rewritten at most every so often (agent.report.writer):
+    # the calls that waited go to disk when the wait is over.
+    flushing: list[asyncio.TimerHandle] = []
+
+    def flush_later(writer: ReportWriter) -> None:
+        if flushing:
+            return
+
+        def flush() -> None:
+            flushing.clear()
+            keep_writing(writer.flush)
+            if writer.dirty and not writer.finished:
+                flush_later(writer)
+
+        delay = writer.flush_in()
+        flushing.append(asyncio.get_running_loop().call_later(delay, flush))
 
     runner = ScenarioRunner(
         seed=args.seed,
@@ -242,6 +261,8 @@ async def run_scenarios(
     if writer is not None:
         for key, value in extra.items():
             writer.set_field(key, value)
+        for pending in flushing:
+            pending.cancel()
         keep_writing(lambda: writer.finish(interrupted=interrupted))
         report = writer.report
     else:

@@ -333,3 +333,40 @@ def test_write_text_atomic_replaces_whole_files(tmp_path: Path) -> None:
     write_text_atomic(path, "<new>é</new>\n")
     assert path.read_text(encoding="utf-8") == "<new>é</new>\n"
     assert leftovers(path.parent) == []
+
+
+def test_slow_writes_wait_and_the_waiting_calls_are_flushed(
+    tmp_path: Path,
+    meta: dict[str, Any],
+    call_factory: Callable[..., dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Every write counts as slow: the next one waits ten times its length.
+    monkeypatch.setattr("agent.report.writer.SLOW_WRITE_S", 0.0)
+    path = tmp_path / "report.json"
+    writer = ReportWriter(path)
+    writer.begin(meta)
+    writer.add_call(call_factory("a#1"))  # the wait after begin() is over
+    waited = 0
+    while writer.flush_in() > 0 and waited < 5:
+        writer.add_call(call_factory(f"b#{waited}"))
+        waited += 1
+    assert waited >= 1 and writer.dirty  # calls kept, not yet on disk
+    on_disk = read(path)["calls"]
+    assert len(on_disk) < len(writer.calls)
+    writer.flush()
+    assert not writer.dirty
+    assert [c["id"] for c in read(path)["calls"]] == [c["id"] for c in writer.calls]
+    writer.finish()
+    assert read(path)["complete"] is True
+
+
+def test_the_spliced_file_is_the_report_as_json(
+    tmp_path: Path, meta: dict[str, Any], call_factory: Callable[..., dict[str, Any]]
+) -> None:
+    path = tmp_path / "report.json"
+    writer = ReportWriter(path)
+    writer.begin({**meta, "host": {"calls": [], "note": '"calls": [],'}})
+    writer.add_call(call_factory("x#1", error='a "calls": [], in a string'))
+    writer.finish()
+    assert read(path) == json.loads(json.dumps(writer.report))
