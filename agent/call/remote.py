@@ -32,7 +32,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +120,20 @@ class RemoteCall(Call):
             )
         await super().hangup(side)
 
+    async def offer_first(self, send: Callable[[str], Awaitable[str]]) -> str:
+        """The agent's first offer, sent with ``send`` (the target's own
+        signalling), and the far end's answer applied; returns the answer."""
+        try:
+            offer = await self.peer.create_offer()
+        except OSError as exc:
+            raise CallError(
+                f"cannot bind on {self.peer.config.host_addresses[0]}: {exc}"
+            ) from exc
+        answer = await send(offer)
+        self.learn_remote(answer, "answer")
+        await self.peer.accept_answer(answer)
+        return answer
+
     def learn_remote(self, sdp_text: str, kind: str) -> None:
         try:
             learned = remote_description(sdp_text, kind)
@@ -188,24 +202,16 @@ class WhipClientCall(RemoteCall):
 
     async def connect(self) -> None:
         await self.prepare_media()
-        self.client = WhipClient(self.url, token=self.token)
-        try:
-            offer = await self.peer.create_offer()
-        except OSError as exc:
-            raise CallError(
-                f"cannot bind on {self.config.caller.host_addresses[0]}: {exc}"
-            ) from exc
-        self._local_ufrag = _ufrag(offer)
-        answer = await self.client.offer(offer)
-        self.remote_info = dataclasses.replace(
-            self.remote_info,
-            resource=None
-            if self.client.resource is None
-            else str(self.client.resource),
-        )
-        self.learn_remote(answer, "answer")
-        await self.peer.accept_answer(answer)
-        self._answer = answer
+        client = self.client = WhipClient(self.url, token=self.token)
+
+        async def post(offer: str) -> str:
+            self._local_ufrag = _ufrag(offer)
+            answer = await client.offer(offer)
+            resource = None if client.resource is None else str(client.resource)
+            self.remote_info = dataclasses.replace(self.remote_info, resource=resource)
+            return answer
+
+        self._answer = await self.offer_first(post)
         await self.wait_connected()
 
     async def _renegotiate(self, offer: str) -> str:

@@ -101,15 +101,7 @@ class GStreamerCall(RemoteCall):
         self._reader = asyncio.create_task(self._read())
         ready = await self._reply("ready", READY_TIMEOUT_S)
         self.note(None, f"far end: GStreamer {ready.get('version', '?')} webrtcbin")
-        try:
-            offer = await self.peer.create_offer()
-        except OSError as exc:
-            raise CallError(
-                f"cannot bind on {self.config.caller.host_addresses[0]}: {exc}"
-            ) from exc
-        answer = await self._exchange(offer)
-        self.learn_remote(answer, "answer")
-        await self.peer.accept_answer(answer)
+        await self.offer_first(self._exchange)
         await self.wait_connected()
 
     async def _exchange(self, offer: str) -> str:

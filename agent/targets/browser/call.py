@@ -184,23 +184,6 @@ class BrowserCall(RemoteCall):
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.peer.ended.wait(), 3.0)
 
-    async def rehandshake_dtls(
-        self,
-        side: Side,
-        *,
-        rotate_certificate: bool,
-        ice_restart: bool,
-        cause: str | None,
-    ) -> None:
-        if side is not self.local_side:
-            raise CallError(f"{self.target} cannot start a DTLS rehandshake")
-        await super().rehandshake_dtls(
-            side,
-            rotate_certificate=rotate_certificate,
-            ice_restart=ice_restart,
-            cause=cause,
-        )
-
     async def _in_browser(self, expression: str) -> Any:
         if self.browser is None:
             raise CallError("the browser is not running")

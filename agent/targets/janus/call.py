@@ -90,15 +90,7 @@ class JanusCall(RemoteCall):
             self.remote_info,
             resource=f"session {client.session_id}, handle {client.handle_id}",
         )
-        try:
-            offer = await self.peer.create_offer()
-        except OSError as exc:
-            raise CallError(
-                f"cannot bind on {self.peer.config.host_addresses[0]}: {exc}"
-            ) from exc
-        answer = await self._offer(offer)
-        self.learn_remote(answer, "answer")
-        await self.peer.accept_answer(answer)
+        await self.offer_first(self._offer)
         if client.admin_url is not None:
             self.sampler = HandleSampler(client.handle_info)
             self.sampler.start()
@@ -151,23 +143,6 @@ class JanusCall(RemoteCall):
         if side is not self.local_side:
             raise CallError(f"{self.target} cannot restart ICE itself")
         await super().restart_ice(side, cause)
-
-    async def rehandshake_dtls(
-        self,
-        side: Side,
-        *,
-        rotate_certificate: bool,
-        ice_restart: bool,
-        cause: str | None,
-    ) -> None:
-        if side is not self.local_side:
-            raise CallError(f"{self.target} cannot start a DTLS rehandshake")
-        await super().rehandshake_dtls(
-            side,
-            rotate_certificate=rotate_certificate,
-            ice_restart=ice_restart,
-            cause=cause,
-        )
 
     # -- the end ------------------------------------------------------------
     async def _take_view(self) -> None:
