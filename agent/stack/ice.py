@@ -126,6 +126,7 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
         net: SideNet | None = None,
         receiving_timeout_s: float = RECEIVING_TIMEOUT_S,
         ice_profile: IceProfile = IceProfile.LIBWEBRTC,
+        media_path: bool = False,
         **kwargs: Any,
     ) -> None:
         kwargs.setdefault("use_ipv6", False)
@@ -158,7 +159,7 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
         self._received_on: dict[tuple[int, Address], float] = {}
         #: a held ICE failure is looked at again then
         self._failure_recheck: asyncio.TimerHandle | None = None
-        self.init_media_path()
+        self.init_media_path(media_path)
 
     @property
     def tie_breaker(self) -> int:
@@ -471,6 +472,8 @@ class AgentIceGatherer(RTCIceGatherer):
             rng=rng,
             net=net,
             ice_profile=ice_profile,
+            # SRTP goes to the DTLS-SRTP transport by the direct path.
+            media_path=True,
         )
         # RTCIceTransport takes the gatherer's connection for send/recv.
         self._connection = self.connection

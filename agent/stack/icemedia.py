@@ -43,7 +43,10 @@ class IceMediaPath:
     wire_tap: Callable[[WireDirection, bytes], None] | None
     last_received: float | None
 
-    def init_media_path(self) -> None:
+    def init_media_path(self, enabled: bool) -> None:
+        #: False: a bare ICE connection (no DTLS-SRTP above it) whose every
+        #: datagram takes aioice's ordinary path to ``recv``
+        self._media_path = enabled
         #: where SRTP goes (the DTLS-SRTP transport, via the mux), if attached
         self._media_sink: MediaSink | None = None
         self._held_media: list[tuple[bytes, float]] = []
@@ -58,7 +61,10 @@ class IceMediaPath:
                 sink(data, at)
 
     def media_received(self, data: bytes, at: float) -> bool:
-        """One (S)RTP datagram from the socket layer, arrived at ``at``."""
+        """One (S)RTP datagram from the socket layer, arrived at ``at``;
+        False when this connection has no media path (aioice's path takes it)."""
+        if not self._media_path:
+            return False
         self.last_received = asyncio.get_running_loop().time()
         if self.wire_tap is not None:
             self.wire_tap(WireDirection.INBOUND, data)
