@@ -10,14 +10,13 @@ own getStats view in ``sides.callee.view``.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support.callagent_cli import run
 from tests.support.firefox import require_browser
 from tests.support.report_schema import assert_matches_schema
 
@@ -28,15 +27,7 @@ MATRIX = ROOT / "scenarios" / "matrix"
 
 
 def callagent(*args: str, timeout: float = 400) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run(*args, timeout=timeout)
 
 
 def calls_by_scenario(report: dict[str, Any]) -> dict[str, dict[str, Any]]:

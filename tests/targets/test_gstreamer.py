@@ -10,7 +10,6 @@ webrtcbin's own ``get-stats`` view in ``sides.callee.view``.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 import pytest
 
 from agent.net.lab.shell import unavailable_reason
-from tests.support.callagent_cli import CALLAGENT, ROOT
+from tests.support.callagent_cli import ROOT, run
 
 MATRIX = ROOT / "scenarios" / "matrix"
 
@@ -34,14 +33,7 @@ def _lab() -> None:
 def callagent(
     *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*CALLAGENT, *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
-    )
+    return run(*args, env=env, timeout=timeout)
 
 
 def netns() -> list[str]:

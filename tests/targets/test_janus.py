@@ -11,9 +11,7 @@ well under a minute. Every test leaves ``ip netns list`` as it found it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +26,7 @@ from agent.scenario.runner import ScenarioRunner
 from agent.signaling.janus import JanusClient
 from agent.targets.janus.launcher import JanusProcess, janus_unavailable
 from agent.targets.spec import parse_target
+from tests.support.callagent_cli import run
 from tests.support.report_schema import assert_matches_schema
 
 pytestmark = pytest.mark.netns
@@ -69,15 +68,7 @@ def lab_runs(report: dict[str, Any]) -> list[str]:
 
 
 def callagent(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "agent.cli.main", *args],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
+    return run(*args, timeout=timeout)
 
 
 def by_scenario(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
