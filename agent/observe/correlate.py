@@ -31,7 +31,9 @@ Rules (DESIGN.md):
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
+import math
 from collections.abc import Iterable, Sequence
 from typing import TypeVar
 
@@ -379,17 +381,21 @@ def attribute_stalls(
     dropped nothing is not the MTU's), but a gap the stalls explain only in
     part keeps its fault's cause.
     """
-    stalls = [
-        (
-            None if e.detail.text == LOOP_STALL else str(e.side),
-            e.t_ms,
-            e.t_ms + (e.detail.stall_ms or 0.0),
-        )
-        for e in events
-        if isinstance(e, NoteEvent) and e.cause == AGENT_STALL
-    ]
-    if not stalls:
+    # Per sender (None: the loop's own stall), the stall spans sorted by
+    # start with the longest one, so each gap looks only at the stalls that
+    # can reach it: a loaded call has hundreds of stall notes and gaps.
+    by_side: dict[str | None, list[tuple[float, float]]] = {}
+    for e in events:
+        if isinstance(e, NoteEvent) and e.cause == AGENT_STALL:
+            side = None if e.detail.text == LOOP_STALL else str(e.side)
+            span = (e.t_ms, e.t_ms + (e.detail.stall_ms or 0.0))
+            by_side.setdefault(side, []).append(span)
+    if not by_side:
         return list(events)
+    index = {
+        side: (sorted(spans), max(s1 - s0 for s0, s1 in spans))
+        for side, spans in by_side.items()
+    }
     # Sides whose senders run in this process: those with an observer.
     ours = {str(e.side) for e in events if isinstance(e, ConnectionStateEvent)}
     out: list[Event] = []
@@ -399,11 +405,12 @@ def attribute_stalls(
         ):
             start, length = event.t_ms, event.detail.length_ms
             sender = _sender(event.detail.direction)
+            keys = [sender, None] if sender in ours else [sender]
             spans = sorted(
-                (s0, s1)
-                for side, s0, s1 in stalls
-                if (side == sender or (side is None and sender in ours))
-                and _overlaps(s0, s1, start, start + length)
+                span
+                for key in keys
+                if key in index
+                for span in _reaching(*index[key], start, start + length)
             )
             covered, late = _union(spans, start, start + length)
             if spans and length - covered <= slack_ms:
@@ -413,6 +420,16 @@ def attribute_stalls(
                 event = dataclasses.replace(event, cause=AGENT_STALL, detail=detail)
         out.append(event)
     return out
+
+
+def _reaching(
+    spans: list[tuple[float, float]], longest: float, start: float, end: float
+) -> list[tuple[float, float]]:
+    """Of ``spans`` sorted by start, none longer than ``longest``: those that
+    overlap ``[start, end]``."""
+    low = bisect.bisect_left(spans, (start - longest, -math.inf))
+    high = bisect.bisect_right(spans, (end, math.inf))
+    return [(s0, s1) for s0, s1 in spans[low:high] if _overlaps(s0, s1, start, end)]
 
 
 def _union(

@@ -394,15 +394,18 @@ def to_json(value: object) -> Any:
     :func:`flattened` ones; enums become their values. An event is written
     with ``type`` first and ``t_ms`` to 0.1 ms, the version-1 shape.
     """
+    kind = type(value)
+    if kind in _PLAIN:
+        return value
     if isinstance(value, EventBase):
         tag = cast(Event, value).type
         out = {"type": str(tag), **_fields(value)}
         out["t_ms"] = round(value.t_ms, 1)
         return out
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return _fields(value)
     if isinstance(value, enum.Enum):
         return value.value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _fields(value)
     if isinstance(value, Mapping):
         return {str(key): to_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
@@ -410,14 +413,36 @@ def to_json(value: object) -> Any:
     return value
 
 
+#: types written as they are (exactly these: an enum deriving from str is not)
+_PLAIN: frozenset[type] = frozenset({str, int, float, bool, type(None)})
+#: a dataclass's fields as (name, flattened, absent if None), once per class:
+#: a loaded call's report has thousands of events, and ``dataclasses.fields``
+#: walks the class's metadata each time
+_PLANS: dict[type, tuple[tuple[str, bool, bool], ...]] = {}
+
+
+def _plan(kind: type) -> tuple[tuple[str, bool, bool], ...]:
+    plan = _PLANS.get(kind)
+    if plan is None:
+        plan = _PLANS[kind] = tuple(
+            (
+                item.name,
+                bool(item.metadata.get(_FLATTEN)),
+                bool(item.metadata.get(_ABSENT_IF_NONE)),
+            )
+            for item in dataclasses.fields(kind)
+        )
+    return plan
+
+
 def _fields(value: object) -> JsonObject:
     out: JsonObject = {}
-    for item in dataclasses.fields(value):  # type: ignore[arg-type]
-        current = getattr(value, item.name)
-        if item.metadata.get(_FLATTEN):
+    for name, flatten, absent_if_none in _plan(type(value)):
+        current = getattr(value, name)
+        if flatten:
             out.update(to_json(current))
-        elif current is None and item.metadata.get(_ABSENT_IF_NONE):
+        elif current is None and absent_if_none:
             continue
         else:
-            out[item.name] = to_json(current)
+            out[name] = current if type(current) in _PLAIN else to_json(current)
     return out
