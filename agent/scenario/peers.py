@@ -2,7 +2,7 @@
 
 :class:`PeerSettings` is one peer as a file writes it; every field reaches the
 stack's :class:`~agent.stack.peer.PeerConfig` by name (see
-:func:`agent.scenario.runner.peer_config`, and the test that checks the
+:func:`agent.scenario.callconfig.peer_config`, and the test that checks the
 mapping, ``tests/scenario/test_peer_config.py``). Like every section, they are
 frozen and refuse unknown keys (:class:`~agent.scenario.fields.Section`);
 :class:`~agent.scenario.model.Scenario` holds them.
@@ -98,7 +98,7 @@ class PeerSettings(Section):
 
     Each field reaches the stack's :class:`~agent.stack.peer.PeerConfig` by
     name (durations gain the ``_s`` unit there; see
-    :func:`agent.scenario.runner.peer_config`), so a new per-peer knob is one
+    :func:`agent.scenario.callconfig.peer_config`), so a new per-peer knob is one
     field here plus the stack code that uses it. Choices are the stack's own
     enums, not copies of their values.
     """

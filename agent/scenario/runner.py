@@ -18,11 +18,10 @@ expectations are ``expect`` with ``expect_kernel``'s keys on top.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import random
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -31,16 +30,16 @@ from agent.errors import AgentError
 from agent.net.lab import Lab
 from agent.net.lab.topology import MAX_LABS, new_run_id
 from agent.net.labnet import CallLab
-from agent.observe.model import Side, Thresholds
-from agent.observe.observer import MediaSettings
+from agent.observe.model import Side
 from agent.report.schema import call_verdict
+from agent.scenario.callconfig import call_config
 from agent.scenario.expect import check_expectations
 from agent.scenario.expectations import Expectations
-from agent.scenario.model import PeerSettings, Scenario, StepSpec
+from agent.scenario.heap import HeapPolicy
+from agent.scenario.model import Scenario, StepSpec
 from agent.scenario.network import LabMode
 from agent.scenario.steps import STEPS
 from agent.stack.media import prepare_opus
-from agent.stack.peer import PeerConfig
 from agent.targets.calls import call_factory
 from agent.targets.spec import Target, parse_target
 
@@ -66,81 +65,6 @@ class RunProgress:
     calls: dict[str, CallProgress] = field(default_factory=dict)
     done: int = 0
     total: int = 0
-
-
-def call_config(scenario: Scenario, call_id: str, seed: int) -> CallConfig:
-    media = scenario.media
-    return CallConfig(
-        call_id=call_id,
-        caller=peer_config(scenario.peers.caller),
-        callee=peer_config(scenario.peers.callee),
-        audio=media.audio,
-        packet_ms=media.packet_ms,
-        decode=media.decode,
-        media=MediaSettings(
-            gap_threshold_ms=media.gap_threshold_ms,
-            jitter_budget_ms=media.jitter_budget_ms,
-        ),
-        thresholds=scenario_thresholds(scenario),
-        seed=seed,
-        nat=scenario.network.nat,
-    )
-
-
-# --- one configuration: a peer's file settings -> the stack's PeerConfig ------
-#
-# Mechanical, so a new knob is one PeerSettings field (plus the stack code that
-# uses it): a field reaches the PeerConfig field of the same name, or with the
-# ``_s`` unit suffix for durations. Only the two below are shaped differently.
-# tests/scenario/test_peer_config.py checks every field both ways.
-
-#: file field -> (PeerConfig field, conversion)
-PEER_FIELD_SHAPES: Mapping[str, tuple[str, Callable[[Any], Any]]] = {
-    "address": ("host_addresses", lambda address: [str(address)]),
-    # The call ANDs it with the call's media.audio.
-    "send_audio": ("audio", bool),
-}
-#: PeerConfig fields no file sets per peer: the call fills them in (media,
-#: the seeded random source, the side's network) or they keep their default.
-PEER_FIELDS_NOT_IN_FILES = frozenset(
-    {
-        "packet_ms",
-        "decode",
-        "rng",
-        "net",
-        "restart_timeout_s",
-        # the stack's own cadence, not a behaviour a field issue differs in
-        "liveness_tick_s",
-        "retire_after_s",
-    }
-)
-
-
-def peer_config_field(name: str) -> str:
-    """The PeerConfig field a PeerSettings field sets."""
-    if name in PEER_FIELD_SHAPES:
-        return PEER_FIELD_SHAPES[name][0]
-    known = {f.name for f in dataclasses.fields(PeerConfig)}
-    for candidate in (name, f"{name}_s"):
-        if candidate in known:
-            return candidate
-    raise LookupError(f"PeerSettings.{name} matches no PeerConfig field")
-
-
-def peer_config(peer: PeerSettings) -> PeerConfig:
-    """The stack's settings for one peer, every file setting carried over."""
-    values: dict[str, Any] = {}
-    for name, value in peer:
-        shape = PEER_FIELD_SHAPES.get(name)
-        values[peer_config_field(name)] = value if shape is None else shape[1](value)
-    return PeerConfig(**values)
-
-
-def scenario_thresholds(scenario: Scenario) -> dict[str, Thresholds]:
-    return {
-        "ice_restarts": scenario.thresholds.ice_restarts,
-        "dtls_rehandshakes": scenario.thresholds.dtls_rehandshakes,
-    }
 
 
 @dataclass(frozen=True)
@@ -222,6 +146,8 @@ class ScenarioRunner:
         self._on_result = on_result
         self.progress = progress or RunProgress()
         self.results: list[dict[str, Any]] = []
+        #: no full garbage collection while a call of this process is up
+        self.heap = HeapPolicy()
 
     async def run(
         self,
@@ -233,7 +159,14 @@ class ScenarioRunner:
         """Run the calls of ``shard``: ``scenarios_at_once`` scenarios at a
         time (1: one after the other, as files are listed; None: all), each
         scenario's calls together, or paced by its ``ramp``."""
-        plan = shard_plan(scenarios, shard)
+        with self.heap:
+            return await self._run_plan(shard_plan(scenarios, shard), scenarios_at_once)
+
+    async def _run_plan(
+        self,
+        plan: list[tuple[Scenario, list[int]]],
+        scenarios_at_once: int | None,
+    ) -> list[dict[str, Any]]:
         self.progress.total = sum(len(indices) for _, indices in plan)
         # The pre-encoded audio loop (~100 ms of CPU, once per process) is
         # built before any call's clock starts: it is not a call's setup.
@@ -358,6 +291,15 @@ class ScenarioRunner:
                 self._release(config.lab.lab)
 
     async def _run_call(
+        self, scenario: Scenario, config: CallConfig, progress: CallProgress
+    ) -> dict[str, Any]:
+        self.heap.call_started()
+        try:
+            return await self._run_call_counted(scenario, config, progress)
+        finally:
+            self.heap.call_ended()
+
+    async def _run_call_counted(
         self, scenario: Scenario, config: CallConfig, progress: CallProgress
     ) -> dict[str, Any]:
         call_id = config.call_id

@@ -16,14 +16,14 @@ import pytest
 
 from agent.call.calls import CallConfig, LoopbackCall
 from agent.observe.model import Side
-from agent.scenario.loader import parse_scenario
-from agent.scenario.model import PeerSettings
-from agent.scenario.runner import (
+from agent.scenario.callconfig import (
     PEER_FIELDS_NOT_IN_FILES,
     call_config,
     peer_config,
     peer_config_field,
 )
+from agent.scenario.loader import parse_scenario
+from agent.scenario.model import PeerSettings
 from agent.stack.peer import (
     CertExpiryPolicy,
     CertificateKind,
