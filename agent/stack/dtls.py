@@ -424,7 +424,7 @@ class SrtpTransport:
         ):
             raise ConnectionError("DTLS is not connected")
         assert association.tx is not None
-        if is_rtcp(data):
+        if 192 <= data[1] <= 208:  # RTCP (is_rtcp; RTP headers are 12+ bytes)
             protected = association.tx.protect_rtcp(data)
         else:
             protected = association.tx.protect(data)

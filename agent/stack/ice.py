@@ -242,6 +242,7 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
         tap = SocketTap(self, protocol)
         self._taps.append(tap)
         self.net.taps.append(tap)
+        self.add_media_tap(protocol, tap)
 
         def received_at(data: bytes, addr: Address, at: float | None) -> None:
             route = self.net.route
@@ -266,21 +267,19 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
         tap.read_kernel_time(received_at)
 
     # -- following the far end to a new address (same generation) ---------
-    def note_received(self, protocol: Any, addr: Address, data: bytes) -> None:
-        now = asyncio.get_running_loop().time()
-        self._received_on[(protocol.id, addr)] = now
+    def note_received(
+        self, protocol: Any, addr: Address, data: bytes, at: float
+    ) -> None:
+        # ``at``: when it reached the host (the monotonic clock, as the loop's)
+        self._received_on[(protocol.id, addr)] = at
         if not self.ice_controlling and data and data[0] > 3:
             # RFC 7983: not STUN. Media arriving on a valid non-selected pair.
-            selected = self._nominated.get(1)
-            if (
-                selected is not None
-                and selected.protocol is protocol
-                and selected.remote_addr == addr
-            ):
+            chosen = self._nominated.get(1)
+            if chosen and (chosen.protocol, chosen.remote_addr) == (protocol, addr):
                 return  # on the selected pair: the usual case, nothing to follow
             pair = self._valid_pair(protocol, addr)
             if pair is not None:
-                self._maybe_follow(pair, now)
+                self._maybe_follow(pair, at)
 
     def _valid_pair(self, protocol: Any, addr: Address) -> CandidatePair | None:
         for pair in self._check_list:

@@ -10,10 +10,11 @@ gives :class:`~agent.stack.ice.AgentIceConnection` a direct path for (S)RTP,
 RFC 7983 §7's first byte 128..191: :meth:`~IceMediaPath.media_received` hands
 the datagram and its arrival time straight to the attached sink (the DTLS-SRTP
 transport, through :class:`~agent.stack.icemux.IceMux`), and
-:meth:`~IceMediaPath.send_media` sends on the selected pair at once. The wire
-tap, the liveness stamp and the side's network (filters, routes:
+:meth:`~IceMediaPath.send_media` sends on the selected pair at once. The
+liveness stamp and the side's network (filters, routes:
 :mod:`agent.stack.icenet`) still see every datagram; DTLS and STUN keep
-aioice's path.
+aioice's path, and with it the wire tap (which watches the DTLS records: SRTP
+is the RTP receiver's to count).
 
 Media that arrives before the mux attaches the generation (an ICE restart the
 far end finished first) is held, bounded, and handed on with its original
@@ -22,11 +23,10 @@ arrival times on attach, as aioice's queue held it before.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
-from agent.stack.icenet import WireDirection
+from agent.stack.icenet import SocketTap
 
 #: takes one (S)RTP datagram and its arrival (``time.monotonic`` seconds, the
 #: kernel's receive time when known)
@@ -40,7 +40,6 @@ class IceMediaPath:
     """Mixed into :class:`~agent.stack.ice.AgentIceConnection` (see module)."""
 
     _nominated: dict[int, Any]
-    wire_tap: Callable[[WireDirection, bytes], None] | None
     last_received: float | None
 
     def init_media_path(self, enabled: bool) -> None:
@@ -50,6 +49,12 @@ class IceMediaPath:
         #: where SRTP goes (the DTLS-SRTP transport, via the mux), if attached
         self._media_sink: MediaSink | None = None
         self._held_media: list[tuple[bytes, float]] = []
+        #: each socket's tap, by the aioice protocol that owns the socket
+        self._media_taps: dict[Any, SocketTap] = {}
+
+    def add_media_tap(self, protocol: Any, tap: SocketTap) -> None:
+        """Send media on ``protocol``'s socket through ``tap`` directly."""
+        self._media_taps[protocol] = tap
 
     def set_media_sink(self, sink: MediaSink | None) -> None:
         """Hand SRTP to ``sink`` from now on (None: hold it, bounded), first
@@ -65,9 +70,8 @@ class IceMediaPath:
         False when this connection has no media path (aioice's path takes it)."""
         if not self._media_path:
             return False
-        self.last_received = asyncio.get_running_loop().time()
-        if self.wire_tap is not None:
-            self.wire_tap(WireDirection.INBOUND, data)
+        # The kernel's arrival time, on the loop's (monotonic) clock.
+        self.last_received = at
         sink = self._media_sink
         if sink is not None:
             sink(data, at)
@@ -81,6 +85,8 @@ class IceMediaPath:
         pair = self._nominated.get(1)
         if pair is None:
             raise ConnectionError("Cannot send data, not connected")
-        if self.wire_tap is not None:
-            self.wire_tap(WireDirection.OUTBOUND, data)
-        pair.protocol.transport.sendto(data, pair.remote_addr)
+        tap = self._media_taps.get(pair.protocol)
+        if tap is None:
+            pair.protocol.transport.sendto(data, pair.remote_addr)
+        else:
+            tap.send_media(data, pair.remote_addr)

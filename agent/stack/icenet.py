@@ -187,12 +187,16 @@ class TapOwner(Protocol):
     """The ICE agent behind a socket tap (an ``AgentIceConnection``)."""
 
     net: SideNet
+    #: the connection's own impairments (the side's are ``net.filters``)
+    filters: list[DatagramFilter]
 
     def verdict(
         self, direction: WireDirection, data: bytes, addr: Address
     ) -> float | None: ...
 
-    def note_received(self, protocol: Any, addr: Address, data: bytes) -> None: ...
+    def note_received(
+        self, protocol: Any, addr: Address, data: bytes, at: float
+    ) -> None: ...
 
     def media_received(self, data: bytes, at: float) -> bool:
         """An (S)RTP datagram that reached the host at ``at`` (monotonic s);
@@ -213,6 +217,9 @@ class SocketTap:
         #: the loop's own transport under any wrapper (uvloop, see ice.py)
         self._transport = getattr(transport, "_wrapped", transport)
         self._send = self._transport.sendto
+        #: our own duplicate of the socket (kernel receive times), also the
+        #: media path's direct send; None until :meth:`read_kernel_time`
+        self._sock: socket.socket | None = None
         sockname = protocol.transport.get_extra_info("sockname")
         #: the address the socket is bound to (the host candidate)
         self.local: Address = (sockname[0], sockname[1])
@@ -243,6 +250,30 @@ class SocketTap:
         else:
             self._route_out(data, addr)
 
+    def send_media(self, data: bytes, addr: Address) -> None:
+        """:meth:`outbound` for an SRTP datagram, the media path's hot case
+        (no impairment, no route, socket open) in one step: straight to the
+        socket, as asyncio's transport does when its buffer is empty."""
+        connection = self.connection
+        sock = self._sock
+        if (
+            sock is None
+            or connection.filters
+            or connection.net.filters
+            or connection.net.route is not None
+            or self._transport.is_closing()
+            or self._transport.get_write_buffer_size()
+        ):
+            self.outbound(data, addr)
+            return
+        try:
+            sock.sendto(data, addr)
+        except (BlockingIOError, InterruptedError):
+            self._send(data, addr)  # the transport queues it
+        except OSError as exc:
+            # As asyncio's transport does: reported, not raised to the sender.
+            self._protocol.error_received(exc)
+
     def _route_out(self, data: bytes, addr: Address) -> None:
         route = self.connection.net.route
         if route is None:
@@ -253,19 +284,21 @@ class SocketTap:
     def deliver(self, data: bytes, addr: Address, at: float | None = None) -> None:
         """A datagram from ``addr`` reached this host at ``at`` (monotonic
         seconds; now if unknown): impair it, then hand it to the ICE agent."""
-        if self.closed:
+        if self._transport.is_closing():
             return
         if at is None:
             at = time.monotonic()
-        delay = self.connection.verdict(WireDirection.INBOUND, data, addr)
-        if delay is None:
-            return
-        if delay > 0:
-            asyncio.get_running_loop().call_later(
-                delay, self._hand_in, data, addr, at + delay
-            )
-        else:
-            self._take(data, addr, at)
+        connection = self.connection
+        if connection.filters or connection.net.filters:
+            delay = connection.verdict(WireDirection.INBOUND, data, addr)
+            if delay is None:
+                return
+            if delay > 0:
+                asyncio.get_running_loop().call_later(
+                    delay, self._hand_in, data, addr, at + delay
+                )
+                return
+        self._take(data, addr, at)
 
     def _hand_in(self, data: bytes, addr: Address, at: float) -> None:
         if not self.closed:
@@ -273,7 +306,7 @@ class SocketTap:
 
     def _take(self, data: bytes, addr: Address, at: float) -> None:
         connection = self.connection
-        connection.note_received(self._protocol, addr, data)
+        connection.note_received(self._protocol, addr, data, at)
         # RFC 7983 §7: 128..191 is RTP/RTCP. The media path skips aioice's
         # STUN parse and two queue hand-offs, and keeps the kernel time.
         if data and 128 <= data[0] < 192 and connection.media_received(data, at):
@@ -333,11 +366,13 @@ class SocketTap:
         lost = self._protocol.connection_lost
 
         def connection_lost(exc: Exception | None) -> None:
+            self._sock = None
             loop.remove_reader(fd)
             sock.close()
             lost(exc)
 
         self._transport.pause_reading()
         loop.add_reader(fd, readable)
+        self._sock = sock
         self._protocol.connection_lost = connection_lost
         return True

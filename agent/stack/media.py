@@ -201,7 +201,6 @@ class RtpAudioSender:
         """Send the packet due at ``due`` (loop seconds); the next due time."""
         clock = self._clock_ms
         loop_now = self._loop_time()
-        due_ms = None if clock is None else clock() + (due - loop_now) * 1000
         index = self._index
         payload = self._payloads[index % len(self._payloads)]
         header = RTP_HEADER.pack(
@@ -217,9 +216,9 @@ class RtpAudioSender:
             self.octets_sent += len(payload)
         else:
             self.packets_unsent += 1
-        if clock is not None and due_ms is not None:
+        if clock is not None:
             sent_ms = clock()
-            late_ms = sent_ms - due_ms
+            late_ms = (loop_now - due) * 1000
             if late_ms > self.max_late_ms:
                 self.max_late_ms = late_ms
             last = self._last_sent_ms
