@@ -20,6 +20,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from importlib import metadata
 from typing import Any
 
@@ -193,11 +194,14 @@ def run_one(spec: WorkerSpec, workers: int = 1) -> WorkerResult:
             )
         except subprocess.TimeoutExpired:
             proc.kill()
-            proc.communicate()
+            stdout, _ = proc.communicate()
+            # Its watchdog may have printed the measurement before it hung.
+            measured = _parse_result(stdout)
+            killed = f"killed after {timeout:.0f} s"
             results.append(
-                WorkerResult(
-                    part.impl, part.calls, fatal=f"killed after {timeout:.0f} s"
-                )
+                WorkerResult(part.impl, part.calls, fatal=killed)
+                if measured is None
+                else replace(measured, teardown_slow=measured.teardown_slow or killed)
             )
             continue
         result = _parse_result(stdout)
@@ -236,6 +240,9 @@ def _note(result: WorkerResult) -> str:
         notes.append("contended: other processes were busy")
     if result.profiled:
         notes.append("profiled (CPU inflated)")
+    if result.teardown_slow:
+        # The window completed, so the row stands; the process did not end well.
+        notes.append(f"teardown slow: {result.teardown_slow}")
     return "; ".join(notes)
 
 

@@ -56,6 +56,8 @@ def combine(label: str, results: list[WorkerResult]) -> WorkerResult:
         if r.background_cores is not None
     ]
     fatal = "; ".join(r.fatal for r in results if r.fatal) or None
+    closed = [r.closed for r in results]
+    teardowns = [r.teardown_s for r in results if r.teardown_s is not None]
     return WorkerResult(
         impl=label,
         calls=sum(r.calls for r in results),
@@ -78,6 +80,10 @@ def combine(label: str, results: list[WorkerResult]) -> WorkerResult:
         ),
         fatal=fatal,
         profiled=any(r.profiled for r in results),
+        closed=None if None in closed else sum(c or 0 for c in closed),
+        teardown_s=max(teardowns) if len(teardowns) == len(results) else None,
+        teardown_slow="; ".join(r.teardown_slow for r in results if r.teardown_slow)
+        or None,
     )
 
 

@@ -12,11 +12,14 @@ Phases, each bounded in time:
 2. warm-up: let every call reach steady media;
 3. window: ``seconds`` of steady state; CPU time, RTP packets received and
    event-loop lag are read at both ends of it;
-4. the result is printed as one JSON line, *then* the calls are torn down
-   (bounded), so a hang in teardown cannot lose the measurement.
+4. teardown: every call is closed, all at once, each within ``teardown_s``
+   (which grows with the number of calls); how many closed goes into the
+   result, which is then printed as one JSON line.
 
-A watchdog thread ends the process after ``budget_s`` whatever happens, after
-printing a failure line if no result was printed yet.
+A watchdog thread ends the process after ``budget_s`` whatever happens. It
+prints the measurement if the window completed (the row is kept, marked
+"teardown slow"), otherwise a "did not finish" line naming the phase it
+was stuck in.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 logger = logging.getLogger(__name__)
@@ -43,7 +46,16 @@ IMPLS = ("callagent", "aiortc")
 EXPECTED_PPS = 50
 #: per-call errors kept in the result (the rest are only counted)
 MAX_ERRORS_KEPT = 5
-TEARDOWN_TIMEOUT_S = 15.0
+#: closing one call takes the loop ~10-50 ms on a busy 2-core host (DTLS
+#: close_notify, transports, media tasks); 150+ calls per worker need their share
+TEARDOWN_BASE_S = 5.0
+TEARDOWN_PER_CALL_S = 0.1
+#: what a close that ignored its timeout's cancellation may still take
+CANCEL_GRACE_S = 1.0
+#: interpreter start and imports, before the watchdog's timer can start
+STARTUP_S = 10.0
+#: slack for the loop running late between phases on a saturated host
+SLACK_S = 20.0
 LAG_PROBE_INTERVAL_S = 0.05
 
 
@@ -68,10 +80,16 @@ class WorkerSpec:
     profile_path: str | None = None
 
     @property
+    def teardown_s(self) -> float:
+        """How long closing every call may take (they close concurrently)."""
+        return TEARDOWN_BASE_S + self.calls * TEARDOWN_PER_CALL_S
+
+    @property
     def budget_s(self) -> float:
         """Wall-time ceiling for the whole worker (the watchdog's timer)."""
         ramp = self.calls / self.rate
-        return 10 + ramp + self.setup_timeout_s + self.warmup_s + self.seconds + 20
+        measuring = ramp + self.setup_timeout_s + self.warmup_s + self.seconds
+        return STARTUP_S + measuring + SLACK_S + self.teardown_s + CANCEL_GRACE_S
 
 
 @dataclass
@@ -98,6 +116,11 @@ class WorkerResult:
     background_cores: float | None = None
     fatal: str | None = None
     profiled: bool = False
+    #: calls closed within ``teardown_s``, of ``calls`` (None: teardown never ended)
+    closed: int | None = None
+    teardown_s: float | None = None
+    #: set when teardown did not end cleanly; the measurement still stands
+    teardown_slow: str | None = None
     benchmark: str = "calls"
 
     def to_json(self) -> str:
@@ -197,27 +220,126 @@ def _total_decoded(calls: list[BenchCall]) -> int | None:
     return None if any(c is None for c in counts) else sum(c or 0 for c in counts)
 
 
-async def _teardown(calls: list[BenchCall]) -> None:
+async def _close(call: BenchCall, timeout_s: float) -> bool:
     try:
-        await asyncio.wait_for(
-            asyncio.gather(*(c.close() for c in calls), return_exceptions=True),
-            TEARDOWN_TIMEOUT_S,
-        )
+        async with asyncio.timeout(timeout_s):
+            await call.close()
     except TimeoutError:
-        logger.warning("teardown not finished after %.0f s", TEARDOWN_TIMEOUT_S)
+        return False
+    except Exception as exc:  # counted as not closed; detail on stderr
+        logger.warning("closing a call: %s", _describe(exc))
+        return False
+    return True
 
 
-async def measure(spec: WorkerSpec, emit: Callable[[WorkerResult], None]) -> None:
-    """Run the phases of the module docstring; ``emit`` gets the result."""
+async def teardown(calls: list[BenchCall], timeout_s: float) -> int:
+    """Close ``calls`` concurrently, each within ``timeout_s``; how many closed.
+
+    Bounded even if a close swallows its cancellation: what has not ended
+    ``CANCEL_GRACE_S`` after the timeout is left behind (the worker process
+    ends with ``os._exit`` anyway).
+    """
+    if not calls:
+        return 0
+    tasks = [asyncio.create_task(_close(call, timeout_s)) for call in calls]
+    done, pending = await asyncio.wait(tasks, timeout=timeout_s + CANCEL_GRACE_S)
+    for task in pending:
+        task.cancel()
+    return sum(1 for task in done if task.result())
+
+
+class Progress:
+    """Which phase the worker is in, for the watchdog's "did not finish" line.
+
+    Written by the event loop, read by the watchdog thread: plain attribute
+    stores, so a read sees a whole value.
+    """
+
+    def __init__(self, calls: int) -> None:
+        self.calls = calls
+        self.phase = "starting"
+        self.started = 0
+        self.settled = 0
+
+    def describe(self) -> str:
+        if self.phase in ("ramp", "setup"):
+            return (
+                f"{self.phase}: {self.started}/{self.calls} calls started, "
+                f"{self.settled} connected or failed"
+            )
+        return self.phase
+
+
+async def _window(
+    spec: WorkerSpec, connected: list[BenchCall], result: WorkerResult
+) -> None:
+    """Warm-up, then the measurement window over ``connected``, into ``result``."""
+    await asyncio.sleep(spec.warmup_s)
+    probe = LoopLagProbe(max_samples=int(spec.seconds / LAG_PROBE_INTERVAL_S) + 10)
+    received_before = await _total_received(connected)
+    decoded_before = _total_decoded(connected)
+    machine_before = machine_busy_seconds()
+    usage_before = resource.getrusage(resource.RUSAGE_SELF)
+    wall_before = time.perf_counter()
+    probe.start()
+    profiler = cProfile.Profile() if spec.profile_path else None
+    if profiler is not None:
+        profiler.enable()
+    await asyncio.sleep(spec.seconds)
+    if profiler is not None:
+        profiler.disable()
+    wall_after = time.perf_counter()
+    usage_after = resource.getrusage(resource.RUSAGE_SELF)
+    machine_after = machine_busy_seconds()
+    await probe.stop()
+    if profiler is not None and spec.profile_path:
+        profiler.dump_stats(spec.profile_path)
+        result.profiled = True
+    received_after = await _total_received(connected)
+    decoded_after = _total_decoded(connected)
+
+    window = wall_after - wall_before
+    streams = 2 * len(connected)
+    result.window_s = round(window, 3)
+    result.cpu_user_s = round(usage_after.ru_utime - usage_before.ru_utime, 3)
+    result.cpu_sys_s = round(usage_after.ru_stime - usage_before.ru_stime, 3)
+    cores = (result.cpu_user_s + result.cpu_sys_s) / window
+    result.cores = round(cores, 3)
+    result.cores_per_call = round(cores / len(connected), 4)
+    if machine_before is not None and machine_after is not None:
+        machine = (machine_after - machine_before) / window
+        result.background_cores = round(max(machine - cores, 0.0), 2)
+    result.rx_pps_per_direction = round(
+        (received_after - received_before) / streams / window, 2
+    )
+    if decoded_before is not None and decoded_after is not None:
+        result.decoded_fps_per_direction = round(
+            (decoded_after - decoded_before) / streams / window, 2
+        )
+    if probe.lags_ms:
+        result.loop_lag_p95_ms = round(percentile(probe.lags_ms, 0.95), 2)
+        result.loop_lag_max_ms = round(max(probe.lags_ms), 2)
+
+
+async def measure(spec: WorkerSpec, reporter: Reporter) -> None:
+    """Run the phases of the module docstring; ``reporter`` gets the result."""
     result = WorkerResult(impl=spec.impl, calls=spec.calls)
+    progress = reporter.progress
     factory = _load_impl(spec.impl)
+
+    async def start(index: int) -> tuple[BenchCall | None, float | None, str | None]:
+        outcome = await _start_call(factory, index, spec.setup_timeout_s)
+        progress.settled += 1
+        return outcome
+
+    progress.phase = "ramp"
     tasks = []
     for index in range(spec.calls):
-        tasks.append(
-            asyncio.create_task(_start_call(factory, index, spec.setup_timeout_s))
-        )
+        tasks.append(asyncio.create_task(start(index)))
+        progress.started += 1
         if index + 1 < spec.calls:
             await asyncio.sleep(1 / spec.rate)
+    progress.phase = "setup"
     outcomes = await asyncio.gather(*tasks)
     every_call = [call for call, _, _ in outcomes if call is not None]
     connected = [
@@ -230,70 +352,41 @@ async def measure(spec: WorkerSpec, emit: Callable[[WorkerResult], None]) -> Non
     result.error_count = len(errors)
     try:
         if connected:
-            await asyncio.sleep(spec.warmup_s)
-            probe = LoopLagProbe(
-                max_samples=int(spec.seconds / LAG_PROBE_INTERVAL_S) + 10
-            )
-            received_before = await _total_received(connected)
-            decoded_before = _total_decoded(connected)
-            machine_before = machine_busy_seconds()
-            usage_before = resource.getrusage(resource.RUSAGE_SELF)
-            wall_before = time.perf_counter()
-            probe.start()
-            profiler = cProfile.Profile() if spec.profile_path else None
-            if profiler is not None:
-                profiler.enable()
-            await asyncio.sleep(spec.seconds)
-            if profiler is not None:
-                profiler.disable()
-            wall_after = time.perf_counter()
-            usage_after = resource.getrusage(resource.RUSAGE_SELF)
-            machine_after = machine_busy_seconds()
-            await probe.stop()
-            if profiler is not None and spec.profile_path:
-                profiler.dump_stats(spec.profile_path)
-                result.profiled = True
-            received_after = await _total_received(connected)
-            decoded_after = _total_decoded(connected)
-
-            window = wall_after - wall_before
-            streams = 2 * len(connected)
-            result.window_s = round(window, 3)
-            result.cpu_user_s = round(usage_after.ru_utime - usage_before.ru_utime, 3)
-            result.cpu_sys_s = round(usage_after.ru_stime - usage_before.ru_stime, 3)
-            cores = (result.cpu_user_s + result.cpu_sys_s) / window
-            result.cores = round(cores, 3)
-            result.cores_per_call = round(cores / len(connected), 4)
-            if machine_before is not None and machine_after is not None:
-                machine = (machine_after - machine_before) / window
-                result.background_cores = round(max(machine - cores, 0.0), 2)
-            result.rx_pps_per_direction = round(
-                (received_after - received_before) / streams / window, 2
-            )
-            if decoded_before is not None and decoded_after is not None:
-                result.decoded_fps_per_direction = round(
-                    (decoded_after - decoded_before) / streams / window, 2
-                )
-            if probe.lags_ms:
-                result.loop_lag_p95_ms = round(percentile(probe.lags_ms, 0.95), 2)
-                result.loop_lag_max_ms = round(max(probe.lags_ms), 2)
+            progress.phase = "measurement window"
+            await _window(spec, connected, result)
         # ru_maxrss is in KiB on Linux
         result.peak_rss_mb = round(
             resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1
         )
         result.threads = threading.active_count()
-        emit(result)
+        reporter.measured(result)
     finally:
-        await _teardown(every_call)
+        progress.phase = f"teardown of {len(every_call)} calls"
+        began = time.perf_counter()
+        closed = await teardown(every_call, spec.teardown_s)
+    result.closed = closed
+    result.teardown_s = round(time.perf_counter() - began, 2)
+    if closed < len(every_call):
+        result.teardown_slow = (
+            f"{len(every_call) - closed} of {len(every_call)} calls "
+            f"not closed within {spec.teardown_s:.0f} s"
+        )
+    reporter.emit(result)
 
 
-class _Reporter:
+class Reporter:
     """Prints exactly one result line, from the loop or from the watchdog."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         self._spec = spec
         self._lock = threading.Lock()
+        self._measured: WorkerResult | None = None
+        self.progress = Progress(spec.calls)
         self.done = False
+
+    def measured(self, result: WorkerResult) -> None:
+        """The window completed: from now on a failure still prints ``result``."""
+        self._measured = replace(result)
 
     def emit(self, result: WorkerResult) -> None:
         with self._lock:
@@ -304,6 +397,11 @@ class _Reporter:
             sys.stdout.flush()
 
     def fail(self, message: str) -> None:
+        measured = self._measured
+        if measured is not None:
+            # Only what came after the window went wrong: its numbers stand.
+            self.emit(replace(measured, teardown_slow=message))
+            return
         result = WorkerResult(impl=self._spec.impl, calls=self._spec.calls)
         result.fatal = message
         self.emit(result)
@@ -312,18 +410,24 @@ class _Reporter:
 def run_worker(spec: WorkerSpec) -> int:
     """Entry point of the worker process; always ends the process itself."""
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    reporter = _Reporter(spec)
+    reporter = Reporter(spec)
 
     def give_up() -> None:
-        reporter.fail(f"worker did not finish within {spec.budget_s:.0f} s")
+        reporter.fail(
+            f"worker did not finish within {spec.budget_s:.0f} s "
+            f"(in {reporter.progress.describe()})"
+        )
         os._exit(3)
 
     watchdog = threading.Timer(spec.budget_s, give_up)
     watchdog.daemon = True
     watchdog.start()
     code = 0
+    # Not asyncio.run: its shutdown waits for every task left behind to handle
+    # its cancellation, unbounded; the process ends below instead.
+    loop = asyncio.new_event_loop()
     try:
-        asyncio.run(measure(spec, reporter.emit))
+        loop.run_until_complete(measure(spec, reporter))
     except Exception as exc:  # one line for the parent's table, detail on stderr
         logger.exception("worker failed")
         reporter.fail(_describe(exc))

@@ -6,25 +6,13 @@
 #   scripts/install-browsers.sh
 # Browser tests are only skipped when CALLAGENT_SKIP_BROWSER=1 is set explicitly.
 set -eu
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
-here=$(dirname "$0")
-sh "$here/install-chromium.sh"
+sh "$(dirname "$0")/install-chromium.sh"
 
 FIREFOX=/usr/bin/firefox-esr
-if [ ! -x "$FIREFOX" ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=
-    elif command -v sudo >/dev/null 2>&1; then
-        SUDO=sudo
-    else
-        echo "install-browsers.sh: need root (or sudo) to apt-get install firefox-esr" >&2
-        exit 1
-    fi
-    echo "install-browsers.sh: installing firefox-esr with apt-get" >&2
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
-    $SUDO env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends firefox-esr
-fi
+[ -x "$FIREFOX" ] || apt_install firefox-esr
 if [ ! -x "$FIREFOX" ]; then
     echo "install-browsers.sh: $FIREFOX still missing after install" >&2
     exit 1

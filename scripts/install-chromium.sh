@@ -5,23 +5,13 @@
 #   scripts/install-chromium.sh
 # Browser tests are only skipped when CALLAGENT_SKIP_BROWSER=1 is set explicitly.
 set -eu
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 CHROMIUM=/usr/bin/chromium
 
-if [ ! -x "$CHROMIUM" ]; then
-    if [ "$(id -u)" -eq 0 ]; then
-        SUDO=
-    elif command -v sudo >/dev/null 2>&1; then
-        SUDO=sudo
-    else
-        echo "install-chromium.sh: need root (or sudo) to apt-get install chromium" >&2
-        exit 1
-    fi
-    echo "install-chromium.sh: installing chromium with apt-get" >&2
-    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update
-    $SUDO env DEBIAN_FRONTEND=noninteractive \
-        apt-get install -y --no-install-recommends chromium
-fi
+# The binary, not the package, decides: a Chromium put there by other means is used.
+[ -x "$CHROMIUM" ] || apt_install chromium
 
 if [ ! -x "$CHROMIUM" ]; then
     echo "install-chromium.sh: $CHROMIUM still missing after install" >&2

@@ -6,26 +6,19 @@
 # for the network lab, tcpdump for the lab's capture tests and
 # benchmarks/wirecheck.py). Idempotent: re-running is cheap.
 set -euo pipefail
+lib_name=setup
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
 
+usage="usage: scripts/setup.sh [--dev]"
 dev=0
-[ "${1:-}" = "--dev" ] && dev=1
-
-apt_install() {
-  # Install Debian packages that are missing; needs root (CI and dev machines are).
-  local missing=()
-  for pkg in "$@"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-  done
-  [ ${#missing[@]} -eq 0 ] && return 0
-  echo "setup: installing Debian packages: ${missing[*]}"
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: need root to install ${missing[*]} (apt-get)" >&2
-    exit 1
-  fi
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-}
+case "${1:-}" in
+  "") ;;
+  --dev) dev=1 ;;
+  -h|--help) echo "$usage"; exit 0 ;;
+  *) echo "setup: unknown argument ${1} ($usage)" >&2; exit 2 ;;
+esac
 
 PY=${PYTHON:-python3}
 if ! "$PY" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else 1)'; then

@@ -26,7 +26,7 @@ from typing import Any
 import ifaddr
 from rich.console import Console
 
-from agent.call.remote import CallServer
+from agent.call.server import CallServer
 from agent.errors import AgentError
 from agent.report.writer import write_text_atomic
 from agent.signaling.guard import Limits, quiet_resource_errors

@@ -2,7 +2,7 @@
 
 The WHIP server (:mod:`agent.signaling.whip_server`) and the ``/ws`` channel
 (:mod:`agent.signaling.ws`) speak HTTP and JSON; they do not create calls. The
-call layer (``agent.call.remote``) implements :class:`CallBackend`, which turns
+call layer (``agent.call.server``) implements :class:`CallBackend`, which turns
 an offer into a live, observed call and hands back a :class:`CallSession` to
 steer it. Keeping this seam here lets the signalling code stay below the call
 layer (DESIGN.md: arrows point down only).

@@ -30,3 +30,5 @@ def test_worker_places_a_call_and_receives_media(impl: str) -> None:
     assert result["connected"] == 1, result["errors"]
     # 50 packets/s per direction at 20 ms; a dead direction would read ~0.
     assert result["rx_pps_per_direction"] > 40
+    # The call was closed (bounded teardown) before the result line.
+    assert result["closed"] == 1 and result["teardown_slow"] is None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -61,13 +62,9 @@ async def introduce(
     await controlled.add_remote_candidate(None)
 
 
-@pytest.mark.parametrize("far_end_delay_s", [0.05, 1.0])
-async def test_a_peer_reflexive_pair_rescues_ice_after_every_signalled_pair_failed(
-    far_end_delay_s: float,
-) -> None:
-    caller = WatchedAgent(
-        host_addresses=["127.0.0.1"], ice_controlling=True, rng=random.Random(1)
-    )
+@pytest.fixture
+async def moved_far_end() -> AsyncIterator[AgentIceConnection]:
+    """The controlled far end, signalling 127.0.0.2 but answering from 127.0.0.5."""
     moved = SideNet()
     route = PathChange("127.0.0.5")
     moved.route = route
@@ -76,6 +73,21 @@ async def test_a_peer_reflexive_pair_rescues_ice_after_every_signalled_pair_fail
         ice_controlling=False,
         rng=random.Random(2),
         net=moved,
+    )
+    try:
+        yield callee
+    finally:
+        await callee.close()
+        route.close()
+
+
+@pytest.mark.parametrize("far_end_delay_s", [0.05, 1.0])
+async def test_a_peer_reflexive_pair_rescues_ice_after_every_signalled_pair_failed(
+    far_end_delay_s: float, moved_far_end: AgentIceConnection
+) -> None:
+    callee = moved_far_end
+    caller = WatchedAgent(
+        host_addresses=["127.0.0.1"], ice_controlling=True, rng=random.Random(1)
     )
     try:
         await introduce(caller, callee)
@@ -102,22 +114,14 @@ async def test_a_peer_reflexive_pair_rescues_ice_after_every_signalled_pair_fail
         assert await asyncio.wait_for(caller.recv(), 2) == b"\x80back"
     finally:
         await caller.close()
-        await callee.close()
-        route.close()
 
 
-async def test_a_far_end_that_never_checks_fails_once_its_checks_are_overdue() -> None:
+async def test_a_far_end_that_never_checks_fails_once_its_checks_are_overdue(
+    moved_far_end: AgentIceConnection,
+) -> None:
+    callee = moved_far_end
     caller = AgentIceConnection(
         host_addresses=["127.0.0.1"], ice_controlling=True, rng=random.Random(3)
-    )
-    moved = SideNet()
-    route = PathChange("127.0.0.5")
-    moved.route = route
-    callee = AgentIceConnection(
-        host_addresses=["127.0.0.2"],
-        ice_controlling=False,
-        rng=random.Random(4),
-        net=moved,
     )
     try:
         await introduce(caller, callee)
@@ -129,5 +133,3 @@ async def test_a_far_end_that_never_checks_fails_once_its_checks_are_overdue() -
         assert CHECKS_DUE_S - 0.5 <= loop.time() - started <= CHECKS_DUE_S + 2
     finally:
         await caller.close()
-        await callee.close()
-        route.close()

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from agent.call.remote import ServedCall
+from agent.call.server import ServedCall
 from agent.signaling.whip_client import MAX_RESPONSE_BYTES
 from tests.signaling.test_hostile_serve import MINIMAL_OFFER
 from tests.signaling.test_serve_and_call_cli import fake_endpoint

@@ -18,7 +18,7 @@ import pytest
 from aiohttp import web
 from multidict import CIMultiDict
 
-from agent.call.remote import CallServer
+from agent.call.server import CallServer
 from agent.signaling.sdpfrag import build_sdpfrag, parse_sdpfrag
 from agent.signaling.session import IceCredentials
 from agent.signaling.whip_client import WhipClient

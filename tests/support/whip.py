@@ -1,7 +1,7 @@
 """Helpers for WHIP and /ws tests: an in-process ``serve`` and a far-end peer.
 
 The server is the real :class:`~agent.signaling.whip_server.WhipServer` with a
-real :class:`~agent.call.remote.CallServer` behind it, on 127.0.0.1 and a free
+real :class:`~agent.call.server.CallServer` behind it, on 127.0.0.1 and a free
 port. The far end, where a test needs one that is not a browser, is a real
 agent :class:`~agent.stack.peer.Peer` on 127.0.0.2 (its own ICE agent, sockets,
 certificate): nothing is mocked.
@@ -16,7 +16,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from agent.call.remote import CallServer
+from agent.call.server import CallServer
 from agent.signaling.guard import Limits
 from agent.signaling.whip_server import ServerSettings, WhipServer
 from agent.stack.ice import SelectedPair
