@@ -19,7 +19,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import pylibsrtp
 from aiortc import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcdtlstransport import SRTP_PROFILES, certificate_digest
 from cryptography import x509
@@ -27,6 +26,7 @@ from OpenSSL import SSL
 
 from agent.stack.certs import sha256_fingerprint
 from agent.stack.dtlsrecord import split_records
+from agent.stack.srtp import SrtpSession, srtp_session
 
 #: The DTLS 1.2 suites we offer and accept, as OpenSSL names them. aiortc
 #: offers ECDHE-ECDSA only, so a far end with an RSA certificate (webrtcbin's
@@ -66,8 +66,8 @@ class DtlsAssociation:
     remote_fingerprints: list[RTCDtlsFingerprint]
     inbox: asyncio.Queue[bytes] = field(default_factory=asyncio.Queue)
     randoms: set[bytes] = field(default_factory=set)
-    tx: pylibsrtp.Session | None = None
-    rx: pylibsrtp.Session | None = None
+    tx: SrtpSession | None = None
+    rx: SrtpSession | None = None
     version: str | None = None
     cipher: str | None = None
     srtp_profile: str | None = None
@@ -268,18 +268,3 @@ class AssociationRunner:
             except SSL.Error:
                 pass
             await self._flush(ssl)
-
-
-def srtp_session(key: bytes, profile: int, *, outbound: bool) -> pylibsrtp.Session:
-    policy = pylibsrtp.Policy(
-        key=key,
-        ssrc_type=(
-            pylibsrtp.Policy.SSRC_ANY_OUTBOUND
-            if outbound
-            else pylibsrtp.Policy.SSRC_ANY_INBOUND
-        ),
-        srtp_profile=profile,
-    )
-    policy.allow_repeat_tx = True
-    policy.window_size = 1024
-    return pylibsrtp.Session(policy)

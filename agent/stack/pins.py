@@ -1,8 +1,9 @@
-"""Every aiortc/aioice name ``agent/stack`` relies on beyond their public API.
+"""Every aiortc/aioice/pylibsrtp name ``agent/stack`` relies on beyond their
+public API.
 
-aiortc and aioice are pinned exactly in pyproject.toml because ``agent/stack``
-reaches into them. :data:`PINS` lists each name it uses that an upgrade could
-move without notice:
+aiortc, aioice and pylibsrtp are pinned exactly in pyproject.toml because
+``agent/stack`` reaches into them. :data:`PINS` lists each name it uses that
+an upgrade could move without notice:
 
 * private names (leading underscore) it reads, writes or calls on the
   libraries' objects, e.g. ``Connection._nominated``;
@@ -35,8 +36,8 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-PINNED_VERSIONS = {"aiortc": "1.16.0", "aioice": "0.13.0"}
-LIBRARIES = ("aiortc", "aioice")
+PINNED_VERSIONS = {"aiortc": "1.16.0", "aioice": "0.13.0", "pylibsrtp": "1.0.0"}
+LIBRARIES = ("aiortc", "aioice", "pylibsrtp")
 STACK_DIR = Path(__file__).parent
 
 
@@ -125,6 +126,16 @@ PINS: tuple[Pin, ...] = (
     Pin("aiortc.rtp", "RtcpByePacket", "class", "a far end's BYE ends its media"),
     Pin("aiortc.codecs.opus", "OpusDecoder", "class", "decode received audio"),
     Pin("aiortc.jitterbuffer", "JitterFrame", "class", "decoder input"),
+    # SRTP: libsrtp through pylibsrtp's binding, on a Session's own buffer
+    Pin("pylibsrtp", "_binding", "module", "libsrtp's compiled binding"),
+    Pin("pylibsrtp._binding", "lib", "const", "srtp_protect/unprotect calls"),
+    Pin("pylibsrtp._binding", "ffi", "const", "the length cell"),
+    Pin("pylibsrtp", "ERRORS", "const", "libsrtp's status texts"),
+    Pin("pylibsrtp", "SRTP_MAX_TRAILER_LEN", "const", "room for the SRTP tag"),
+    Pin("pylibsrtp", "SRTP_MAX_SRTCP_TRAILER_LEN", "const", "room for SRTCP"),
+    Pin("pylibsrtp:Session", "_srtp", "attr", "the srtp_t to call with"),
+    Pin("pylibsrtp:Session", "_cdata", "attr", "the packet buffer (C side)"),
+    Pin("pylibsrtp:Session", "_buffer", "attr", "the packet buffer (Python side)"),
 )
 
 
