@@ -153,6 +153,7 @@ class RtpAudioSender:
         self.packet_ms = packet_ms
         self._interval = packet_ms / 1000
         self._payloads = opus_packets(packet_ms)
+        self._loop_length = len(self._payloads)
         self._samples = OPUS_CLOCK_RATE * packet_ms // 1000
         self._seq = rng.randrange(0, 1 << 16)
         self._timestamp = rng.randrange(0, 1 << 32)
@@ -202,7 +203,7 @@ class RtpAudioSender:
         clock = self._clock_ms
         loop_now = self._loop_time()
         index = self._index
-        payload = self._payloads[index % len(self._payloads)]
+        payload = self._payloads[index % self._loop_length]
         header = RTP_HEADER.pack(
             0x80,  # version 2, no padding, extension or CSRC (RFC 3550 §5.1)
             (0x80 if index == 0 else 0) | self.payload_type,
