@@ -244,14 +244,8 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
         self.net.taps.append(tap)
         self.add_media_tap(protocol, tap)
 
-        def received_at(data: bytes, addr: Address, at: float | None) -> None:
-            route = self.net.route
-            if route is not None and not route.direct_inbound(tap):
-                return
-            tap.deliver(data, addr, at)
-
         def datagram_received(data: bytes, addr: Any) -> None:
-            received_at(data, (addr[0], addr[1]), None)
+            tap.deliver(data, (addr[0], addr[1]), None, True)
 
         def sendto(data: bytes, addr: Any = None) -> None:
             tap.outbound(data, (addr[0], addr[1]))
@@ -264,7 +258,7 @@ class AgentIceConnection(IceMediaPath, aioice.Connection):
             protocol.transport = FilteredTransport(protocol.transport, sendto)
         # Arrival times from the kernel, not from when the loop got round to
         # the datagram (a stalled loop must not look like a network gap).
-        tap.read_kernel_time(received_at)
+        tap.read_kernel_time()
 
     # -- following the far end to a new address (same generation) ---------
     def note_received(

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from agent.stack.icenet import SocketTap
+from agent.stack.icenet import Address, SocketTap
 
 #: takes one (S)RTP datagram and its arrival (``time.monotonic`` seconds, the
 #: kernel's receive time when known)
@@ -40,6 +40,13 @@ class IceMediaPath:
     """Mixed into :class:`~agent.stack.ice.AgentIceConnection` (see module)."""
 
     _nominated: dict[int, Any]
+    _received_on: dict[tuple[int, Address], float]
+    ice_controlling: bool
+
+    def note_received(
+        self, protocol: Any, addr: Address, data: bytes, at: float
+    ) -> None: ...
+
     last_received: float | None
 
     def init_media_path(self, enabled: bool) -> None:
@@ -65,11 +72,20 @@ class IceMediaPath:
             for data, at in held:
                 sink(data, at)
 
-    def media_received(self, data: bytes, at: float) -> bool:
-        """One (S)RTP datagram from the socket layer, arrived at ``at``;
-        False when this connection has no media path (aioice's path takes it)."""
+    def media_received(
+        self, protocol: Any, addr: Address, data: bytes, at: float
+    ) -> bool:
+        """One (S)RTP datagram from ``addr`` on ``protocol``'s socket, arrived
+        at ``at``; False when this connection has no media path (aioice's path
+        takes it). Noted as received, as ``note_received`` does, with the
+        check of the selected pair inline: this runs for every packet."""
         if not self._media_path:
             return False
+        self._received_on[(protocol.id, addr)] = at
+        if not self.ice_controlling:
+            chosen = self._nominated.get(1)
+            if not chosen or (chosen.protocol, chosen.remote_addr) != (protocol, addr):
+                self.note_received(protocol, addr, data, at)  # a far end moved?
         # The kernel's arrival time, on the loop's (monotonic) clock.
         self.last_received = at
         sink = self._media_sink

@@ -32,13 +32,25 @@ class IceMux:
         self._pumps: dict[AgentIceConnection, asyncio.Task[None]] = {}
         self._closed = False
         #: the DTLS-SRTP transport's handler of (SRTP datagram, arrival)
-        self.on_media: Callable[[bytes, float], None] | None = None
+        self._on_media: Callable[[bytes, float], None] | None = None
 
     @property
     def role(self) -> str:
         if self._sending is not None and self._sending.ice_controlling:
             return "controlling"
         return "controlled"
+
+    @property
+    def on_media(self) -> Callable[[bytes, float], None] | None:
+        """Where SRTP goes, with its arrival time: each attached generation
+        hands it there directly (no hop through the mux per packet)."""
+        return self._on_media
+
+    @on_media.setter
+    def on_media(self, sink: Callable[[bytes, float], None] | None) -> None:
+        self._on_media = sink
+        for connection in self._pumps:
+            connection.set_media_sink(sink or self._media)
 
     @property
     def sending(self) -> AgentIceConnection | None:
@@ -48,7 +60,7 @@ class IceMux:
         """Receive from ``connection`` (call once it has a selected pair)."""
         if connection not in self._pumps and not self._closed:
             self._pumps[connection] = asyncio.create_task(self._pump(connection))
-            connection.set_media_sink(self._media)
+            connection.set_media_sink(self._on_media or self._media)
 
     def use(self, connection: AgentIceConnection) -> None:
         """Send on ``connection`` from now on."""
@@ -62,8 +74,7 @@ class IceMux:
             connection.set_media_sink(None)
 
     def _media(self, data: bytes, at: float) -> None:
-        if self.on_media is not None:
-            self.on_media(data, at)
+        pass  # no one takes SRTP yet: dropped, as before DTLS is up
 
     async def _pump(self, connection: AgentIceConnection) -> None:
         try:

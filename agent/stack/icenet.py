@@ -198,9 +198,13 @@ class TapOwner(Protocol):
         self, protocol: Any, addr: Address, data: bytes, at: float
     ) -> None: ...
 
-    def media_received(self, data: bytes, at: float) -> bool:
-        """An (S)RTP datagram that reached the host at ``at`` (monotonic s);
-        False when the ICE agent's ordinary path must take it."""
+    def media_received(
+        self, protocol: Any, addr: Address, data: bytes, at: float
+    ) -> bool:
+        """An (S)RTP datagram from ``addr`` on ``protocol``'s socket that
+        reached the host at ``at`` (monotonic s), noted as received too
+        (:meth:`note_received`); False when the ICE agent's ordinary path must
+        take it (and nothing was done)."""
         ...
 
 
@@ -281,15 +285,26 @@ class SocketTap:
         elif not self.closed:
             route.send(self, data, addr)
 
-    def deliver(self, data: bytes, addr: Address, at: float | None = None) -> None:
+    def deliver(
+        self,
+        data: bytes,
+        addr: Address,
+        at: float | None = None,
+        from_socket: bool = False,
+    ) -> None:
         """A datagram from ``addr`` reached this host at ``at`` (monotonic
-        seconds; now if unknown): impair it, then hand it to the ICE agent."""
+        seconds; now if unknown): impair it, then hand it to the ICE agent.
+        ``from_socket``: read from the socket itself, which the side's route
+        may claim first (a NAT or a move hands it back here when it passes)."""
+        connection = self.connection
+        net = connection.net
+        if from_socket and net.route is not None and not net.route.direct_inbound(self):
+            return
         if self._transport.is_closing():
             return
         if at is None:
             at = time.monotonic()
-        connection = self.connection
-        if connection.filters or connection.net.filters:
+        if connection.filters or net.filters:
             delay = connection.verdict(WireDirection.INBOUND, data, addr)
             if delay is None:
                 return
@@ -306,22 +321,24 @@ class SocketTap:
 
     def _take(self, data: bytes, addr: Address, at: float) -> None:
         connection = self.connection
-        connection.note_received(self._protocol, addr, data, at)
         # RFC 7983 §7: 128..191 is RTP/RTCP. The media path skips aioice's
         # STUN parse and two queue hand-offs, and keeps the kernel time.
-        if data and 128 <= data[0] < 192 and connection.media_received(data, at):
+        if (
+            data
+            and 128 <= data[0] < 192
+            and connection.media_received(self._protocol, addr, data, at)
+        ):
             return
+        connection.note_received(self._protocol, addr, data, at)
         if data and 19 < data[0] < 64:  # DTLS (RFC 7983 §7)
             connection.net.last_dtls_arrival = at
         self._receive(data, addr)
 
-    def read_kernel_time(
-        self, received: Callable[[bytes, Address, float], None]
-    ) -> bool:
+    def read_kernel_time(self) -> bool:
         """Read this socket with ``recvmsg`` and ``SO_TIMESTAMPNS`` instead of
-        asyncio's ``recvfrom``, handing each datagram to ``received`` with its
-        kernel receive time. False (asyncio keeps reading) where the platform
-        has no such timestamps."""
+        asyncio's ``recvfrom``, delivering each datagram with its kernel
+        receive time. False (asyncio keeps reading) where the platform has no
+        such timestamps."""
         raw = self._transport.get_extra_info("socket")
         if raw is None or not hasattr(self._transport, "pause_reading"):
             # uvloop's UDP transport cannot pause its own reads, and two
@@ -345,6 +362,7 @@ class SocketTap:
             return False
         loop = asyncio.get_running_loop()
         fd = sock.fileno()
+        deliver = self.deliver
 
         def readable() -> None:
             # One realtime-to-monotonic offset per wake-up (microseconds apart).
@@ -361,7 +379,7 @@ class SocketTap:
                 at = kernel_time(ancillary, offset)
                 if at is None:
                     at = time.monotonic()
-                received(data, (addr[0], addr[1]), at)
+                deliver(data, (addr[0], addr[1]), at, True)
 
         lost = self._protocol.connection_lost
 
