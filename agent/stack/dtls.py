@@ -50,6 +50,7 @@ from agent.stack.association import (
     AssociationRunner,
     DtlsAssociation,
     DtlsError,
+    dtls_context,
     flush,
     pack_datagrams,
 )
@@ -131,7 +132,8 @@ class SrtpTransport:
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
         self._link = link
-        self.certificate = certificate
+        self._certificate = certificate
+        dtls_context(certificate)
         self._listener = listener
         self.name = name
         self.mtu = mtu
@@ -155,6 +157,17 @@ class SrtpTransport:
         self.stray_dtls = 0
 
     # -- setup ---------------------------------------------------------------
+    @property
+    def certificate(self) -> RTCCertificate:
+        """What future associations are signed with."""
+        return self._certificate
+
+    @certificate.setter
+    def certificate(self, certificate: RTCCertificate) -> None:
+        # Its SSL context now, not on the handshake's path (see dtls_context).
+        self._certificate = certificate
+        dtls_context(certificate)
+
     def set_receiver(self, sink: RtpSink) -> None:
         self._sink = sink
 
