@@ -24,6 +24,7 @@ import pylibsrtp
 from aiortc import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcdtlstransport import SRTP_PROFILES, certificate_digest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from agent.stack.certs import sha256_fingerprint
@@ -163,6 +164,10 @@ class AssociationRunner:
         self._send = send
         self._mtu = mtu
         self._on_remote_close = on_remote_close
+        #: the (certificate, fingerprints) last matched: OpenSSL asks once per
+        #: verification step and we check again after the handshake, three
+        #: digests each time otherwise
+        self._matched: tuple[bytes, list[tuple[str, str]]] | None = None
 
     async def run(self) -> None:
         association = self.association
@@ -218,7 +223,10 @@ class AssociationRunner:
             if timeout is None:
                 data = await inbox.get()
             else:
-                data = await asyncio.wait_for(inbox.get(), timeout)
+                # Not wait_for: Python 3.11's wraps the get in a task, one
+                # more loop pass for every record of the handshake.
+                async with asyncio.timeout(timeout):
+                    data = await inbox.get()
         except TimeoutError:
             ssl.DTLSv1_handle_timeout()
             await self._flush(ssl)
@@ -243,6 +251,12 @@ class AssociationRunner:
         ]
         if not supported:
             raise DtlsError("no usable remote fingerprint was signalled")
+        matching = (
+            certificate.public_bytes(Encoding.DER),
+            [(f.algorithm, f.value) for f in supported],
+        )
+        if matching == self._matched:
+            return
         for fingerprint in supported:
             if fingerprint.value.upper() != certificate_digest(
                 certificate, fingerprint.algorithm.lower()
@@ -251,6 +265,7 @@ class AssociationRunner:
                     "the far end's certificate does not match the signalled "
                     f"{fingerprint.algorithm} fingerprint"
                 )
+        self._matched = matching
 
     def _derive_keys(self, ssl: SSL.Connection) -> None:
         association = self.association

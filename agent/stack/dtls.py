@@ -54,7 +54,7 @@ from agent.stack.association import (
     flush,
     pack_datagrams,
 )
-from agent.stack.certs import make_certificate, sha256_fingerprint
+from agent.stack.certs import fingerprints, make_certificate, sha256_fingerprint
 from agent.stack.dtlsrecord import client_hello_random, split_records
 from agent.stack.rehandshake import RehandshakeEvent, RehandshakeMachine
 
@@ -172,7 +172,7 @@ class SrtpTransport:
         self._sink = sink
 
     def local_fingerprints(self) -> list[RTCDtlsFingerprint]:
-        return self.certificate.getFingerprints()
+        return fingerprints(self.certificate)
 
     async def start(
         self, role: str, remote_fingerprints: list[RTCDtlsFingerprint]
