@@ -145,8 +145,25 @@ def dtls_context(certificate: RTCCertificate) -> SSL.Context:
         # Our MTU, not OpenSSL's guess: a certificate flight then gets through
         # a path that drops large datagrams.
         context.set_options(SSL.OP_NO_QUERY_MTU)
+        # One verify callback for the context (pyOpenSSL makes a cffi callback
+        # for each one set, ~60 µs); it asks the connection's own runner.
+        context.set_verify(
+            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_peer
+        )
+        # Shared by associations: no resumption from an earlier one, each is a
+        # full handshake with its own keys, as with a context per association.
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
         _CONTEXTS[certificate] = context
     return context
+
+
+def _verify_peer(
+    connection: SSL.Connection, cert: Any, _errno: int, depth: int, _ok: int
+) -> bool:
+    """The far end's certificate, checked by the runner of ``connection``
+    against this association's signalled fingerprints."""
+    runner = connection.get_app_data()
+    return isinstance(runner, AssociationRunner) and runner.verify(cert, depth)
 
 
 class AssociationRunner:
@@ -172,11 +189,8 @@ class AssociationRunner:
     async def run(self) -> None:
         association = self.association
         ssl = SSL.Connection(dtls_context(association.certificate))
-        # The fingerprint check is this association's (its remote fingerprints).
-        ssl.set_verify(
-            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-            lambda _c, cert, _e, depth, _ok: self._verify(cert, depth),
-        )
+        # The fingerprint check is this association's (see _verify_peer).
+        ssl.set_app_data(self)
         ssl.set_ciphertext_mtu(self._mtu)
         association.ssl = ssl
         if association.role == "server":
@@ -233,7 +247,7 @@ class AssociationRunner:
             return
         ssl.bio_write(data)
 
-    def _verify(self, cert: Any, depth: int) -> bool:
+    def verify(self, cert: Any, depth: int) -> bool:
         if depth > 0:
             return True
         try:
