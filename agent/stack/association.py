@@ -15,6 +15,7 @@ certificate digest; those private names are pinned in :mod:`agent.stack.pins`.
 from __future__ import annotations
 
 import asyncio
+import weakref
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 from aiortc import RTCCertificate, RTCDtlsFingerprint
 from aiortc.rtcdtlstransport import SRTP_PROFILES, certificate_digest
 from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding
 from OpenSSL import SSL
 
 from agent.stack.certs import sha256_fingerprint
@@ -122,6 +124,48 @@ async def flush(ssl: SSL.Connection, send: Send, mtu: int) -> None:
         await send(datagram)
 
 
+#: one SSL context per certificate, shared by its associations
+_CONTEXTS: weakref.WeakKeyDictionary[RTCCertificate, SSL.Context] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def dtls_context(certificate: RTCCertificate) -> SSL.Context:
+    """The SSL context of every association signed with ``certificate``.
+
+    Made once per certificate, so that the transport can make it along with
+    the certificate, before the call's setup: loading a certificate and key
+    into OpenSSL costs ~0.4 ms a side, and the first one in a process ~3 ms
+    more (pyOpenSSL's lazy imports), all of it on the path from ICE
+    completed to the ClientHello otherwise."""
+    context = _CONTEXTS.get(certificate)
+    if context is None:
+        context = certificate._create_ssl_context(srtp_profiles=SRTP_PROFILES)
+        context.set_cipher_list(DTLS_CIPHERS.encode())
+        # Our MTU, not OpenSSL's guess: a certificate flight then gets through
+        # a path that drops large datagrams.
+        context.set_options(SSL.OP_NO_QUERY_MTU)
+        # One verify callback for the context (pyOpenSSL makes a cffi callback
+        # for each one set, ~60 µs); it asks the connection's own runner.
+        context.set_verify(
+            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT, _verify_peer
+        )
+        # Shared by associations: no resumption from an earlier one, each is a
+        # full handshake with its own keys, as with a context per association.
+        context.set_session_cache_mode(SSL.SESS_CACHE_OFF)
+        _CONTEXTS[certificate] = context
+    return context
+
+
+def _verify_peer(
+    connection: SSL.Connection, cert: Any, _errno: int, depth: int, _ok: int
+) -> bool:
+    """The far end's certificate, checked by the runner of ``connection``
+    against this association's signalled fingerprints."""
+    runner = connection.get_app_data()
+    return isinstance(runner, AssociationRunner) and runner.verify(cert, depth)
+
+
 class AssociationRunner:
     """Runs one association: handshake, key export, then answering
     retransmitted flights until the far end closes it."""
@@ -137,21 +181,16 @@ class AssociationRunner:
         self._send = send
         self._mtu = mtu
         self._on_remote_close = on_remote_close
+        #: the (certificate, fingerprints) last matched: OpenSSL asks once per
+        #: verification step and we check again after the handshake, three
+        #: digests each time otherwise
+        self._matched: tuple[bytes, list[tuple[str, str]]] | None = None
 
     async def run(self) -> None:
         association = self.association
-        context = association.certificate._create_ssl_context(
-            srtp_profiles=SRTP_PROFILES
-        )
-        context.set_cipher_list(DTLS_CIPHERS.encode())
-        context.set_verify(
-            SSL.VERIFY_PEER | SSL.VERIFY_FAIL_IF_NO_PEER_CERT,
-            lambda _c, cert, _e, depth, _ok: self._verify(cert, depth),
-        )
-        # Our MTU, not OpenSSL's guess: a certificate flight then gets through
-        # a path that drops large datagrams.
-        context.set_options(SSL.OP_NO_QUERY_MTU)
-        ssl = SSL.Connection(context)
+        ssl = SSL.Connection(dtls_context(association.certificate))
+        # The fingerprint check is this association's (see _verify_peer).
+        ssl.set_app_data(self)
         ssl.set_ciphertext_mtu(self._mtu)
         association.ssl = ssl
         if association.role == "server":
@@ -198,14 +237,17 @@ class AssociationRunner:
             if timeout is None:
                 data = await inbox.get()
             else:
-                data = await asyncio.wait_for(inbox.get(), timeout)
+                # Not wait_for: Python 3.11's wraps the get in a task, one
+                # more loop pass for every record of the handshake.
+                async with asyncio.timeout(timeout):
+                    data = await inbox.get()
         except TimeoutError:
             ssl.DTLSv1_handle_timeout()
             await self._flush(ssl)
             return
         ssl.bio_write(data)
 
-    def _verify(self, cert: Any, depth: int) -> bool:
+    def verify(self, cert: Any, depth: int) -> bool:
         if depth > 0:
             return True
         try:
@@ -223,6 +265,12 @@ class AssociationRunner:
         ]
         if not supported:
             raise DtlsError("no usable remote fingerprint was signalled")
+        matching = (
+            certificate.public_bytes(Encoding.DER),
+            [(f.algorithm, f.value) for f in supported],
+        )
+        if matching == self._matched:
+            return
         for fingerprint in supported:
             if fingerprint.value.upper() != certificate_digest(
                 certificate, fingerprint.algorithm.lower()
@@ -231,6 +279,7 @@ class AssociationRunner:
                     "the far end's certificate does not match the signalled "
                     f"{fingerprint.algorithm} fingerprint"
                 )
+        self._matched = matching
 
     def _derive_keys(self, ssl: SSL.Connection) -> None:
         association = self.association

@@ -10,10 +10,11 @@ without waiting.
 from __future__ import annotations
 
 import datetime
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from aiortc import RTCCertificate
+from aiortc import RTCCertificate, RTCDtlsFingerprint
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
@@ -64,10 +65,26 @@ def make_certificate(
     return RTCCertificate(key=key, cert=cert)  # type: ignore[arg-type]
 
 
+#: each certificate's fingerprints, computed once (see :func:`fingerprints`)
+_FINGERPRINTS: weakref.WeakKeyDictionary[RTCCertificate, list[RTCDtlsFingerprint]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def fingerprints(certificate: RTCCertificate) -> list[RTCDtlsFingerprint]:
+    """The certificate's SHA-256/384/512 fingerprints (RFC 8122 §5), as every
+    description we write carries them.
+
+    Computed once per certificate: aiortc's ``getFingerprints`` hashes and
+    formats all three on each call, ~65 µs, in every offer and answer."""
+    found = _FINGERPRINTS.get(certificate)
+    if found is None:
+        found = _FINGERPRINTS[certificate] = certificate.getFingerprints()
+    return list(found)
+
+
 def sha256_fingerprint(certificate: RTCCertificate) -> str:
-    return next(
-        f.value for f in certificate.getFingerprints() if f.algorithm == "sha-256"
-    )
+    return next(f.value for f in fingerprints(certificate) if f.algorithm == "sha-256")
 
 
 def certificate_info(

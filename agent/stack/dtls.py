@@ -50,10 +50,11 @@ from agent.stack.association import (
     AssociationRunner,
     DtlsAssociation,
     DtlsError,
+    dtls_context,
     flush,
     pack_datagrams,
 )
-from agent.stack.certs import make_certificate, sha256_fingerprint
+from agent.stack.certs import fingerprints, make_certificate, sha256_fingerprint
 from agent.stack.dtlsrecord import client_hello_random, split_records
 from agent.stack.rehandshake import RehandshakeEvent, RehandshakeMachine
 
@@ -131,7 +132,8 @@ class SrtpTransport:
         handshake_timeout_s: float = HANDSHAKE_TIMEOUT_S,
     ) -> None:
         self._link = link
-        self.certificate = certificate
+        self._certificate = certificate
+        dtls_context(certificate)
         self._listener = listener
         self.name = name
         self.mtu = mtu
@@ -155,11 +157,22 @@ class SrtpTransport:
         self.stray_dtls = 0
 
     # -- setup ---------------------------------------------------------------
+    @property
+    def certificate(self) -> RTCCertificate:
+        """What future associations are signed with."""
+        return self._certificate
+
+    @certificate.setter
+    def certificate(self, certificate: RTCCertificate) -> None:
+        # Its SSL context now, not on the handshake's path (see dtls_context).
+        self._certificate = certificate
+        dtls_context(certificate)
+
     def set_receiver(self, sink: RtpSink) -> None:
         self._sink = sink
 
     def local_fingerprints(self) -> list[RTCDtlsFingerprint]:
-        return self.certificate.getFingerprints()
+        return fingerprints(self.certificate)
 
     async def start(
         self, role: str, remote_fingerprints: list[RTCDtlsFingerprint]

@@ -75,6 +75,7 @@ from agent.stack.ice_profile import (
     nominates_on_ping,
     stable_ping_interval_s,
 )
+from agent.stack.iceconnect import PromptChecks
 from agent.stack.icemedia import IceMediaPath, MediaSink
 from agent.stack.icemux import IceMux
 from agent.stack.icenet import (
@@ -113,7 +114,7 @@ def _describe_pair(pair: CandidatePair) -> SelectedPair:
     )
 
 
-class AgentIceConnection(IceMediaPath, aioice.Connection):
+class AgentIceConnection(IceMediaPath, PromptChecks, aioice.Connection):
     """An aioice connection bound to chosen host addresses, with taps."""
 
     def __init__(

@@ -78,6 +78,17 @@ PINS: tuple[Pin, ...] = (
     Pin(_ICE, "build_request", "method", "consent requests"),
     Pin(_ICE, "get_component_candidates", "method", "bind host sockets"),
     Pin(_ICE, "_remote_candidates_expected", "method", "when aioice would fail ICE"),
+    # aioice.Connection.connect() redone without its 20 ms tick (iceconnect.py)
+    Pin(_ICE, "connect", "method", "checks end when the check list does"),
+    Pin("aioice.ice", "ICE_COMPLETED", "const", "check list outcome"),
+    Pin(_ICE, "_check_list_state", "attr", "check list outcome, awaited"),
+    Pin(_ICE, "_check_periodic", "method", "start the next ordinary check"),
+    Pin(_ICE, "_remote_candidates", "attr", "form the candidate pairs"),
+    Pin(_ICE, "_pair_remote_candidate", "method", "form the candidate pairs"),
+    Pin(_ICE, "_unfreeze_initial", "method", "initial pair states"),
+    Pin(_ICE, "_early_checks", "attr", "checks received before connect()"),
+    Pin(_ICE, "_early_checks_done", "attr", "checks received before connect()"),
+    Pin(_ICE, "_query_consent_task", "attr", "consent started on success"),
     # aioice internals: candidate pairs and the per-socket protocol
     Pin("aioice.ice", "CandidatePair", "class", "valid and selected pairs"),
     Pin(_PAIR, "local_addr", "method", "describe selected pair"),

@@ -53,23 +53,23 @@ def test_the_scan_catches_each_kind_of_unpinned_use(tmp_path: Path) -> None:
         "from aiortc import sdp\n"
         "\n"
         "class Mine(aioice.Connection):\n"
-        "    def _check_periodic(self):\n"
+        "    def _check_list_maybe_complete(self):\n"
         "        return self._remote_candidates_end\n"
         "\n"
         "def poke(connection, protocol):\n"
         "    protocol.error_received = print\n"
         "    sdp.parameters_from_sdp\n"
-        "    return connection._early_checks\n"
+        "    return connection._nominating\n"
     )
     names = {use.name: use.how for use in unpinned_names(tmp_path)}
     assert names == {
         "_private_helper": "imported from aioice.ice",
         "candidate_foundation": "imported from aioice.ice",
-        "_check_periodic": "overrides a library method",
+        "_check_list_maybe_complete": "overrides a library method",
         "_remote_candidates_end": "library's private attribute on self",
         "error_received": "replaces a library object's method",
         "parameters_from_sdp": "from module aiortc.sdp",
-        "_early_checks": "private attribute of a library object",
+        "_nominating": "private attribute of a library object",
     }
 
 
