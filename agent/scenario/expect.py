@@ -33,7 +33,8 @@ N ms" in its ``actual``:
   direction's first packet;
 * ``max_packets_lost`` / ``packets_lost`` (over the maximum): the packets
   missing across media gaps that overlap a stall;
-* ``media_gap_ms`` (over the maximum): as ``max_media_gap_ms``.
+* ``media_gap_ms`` (over the maximum): as ``max_media_gap_ms``;
+* ``call_up``: a direction silent until hang-up because its sender was late.
 
 A figure within its limit passes whatever the stalls; a stall never turns a
 figure into a failure.
@@ -68,7 +69,7 @@ from agent.scenario.model import (
     SideCounts,
     SidePairChanges,
 )
-from agent.scenario.stalls import lost_in_stalls, stalled_ms
+from agent.scenario.stalls import lost_in_stalls, stalled_ms, stalled_to_the_end
 
 __all__ = ["DIRECTIONS", "Check", "check_expectations"]
 
@@ -139,16 +140,23 @@ def _call_up(result: Mapping[str, Any]) -> Check:
     final_state = str(result.get("final_state"))
     ended_early = bool(result.get("ended_early"))
     if final_state == "connected" and not ended_early:
-        stopped = [
-            f"{d} stopped at {_ms(since or 0.0)}"
+        directions = [
+            (d, since)
             for d, since in _per_direction(result, "state_since_ms").items()
             if _lookup(result, f"media.{d}.state") == "stopped"
         ]
-        stopped += [f"{d} never started" for d in _never_started(result)]
-        if stopped:
-            return Check(
-                "call_up", expected, "connected, but " + ", ".join(stopped), False
-            )
+        stopped = [f"{d} stopped at {_ms(since or 0.0)}" for d, since in directions]
+        never = [f"{d} never started" for d in _never_started(result)]
+        if never or stopped:
+            actual = "connected, but " + ", ".join(stopped + never)
+            # A silence until hang-up that the agent's own sender stall
+            # explains (it was behind when the call ended) is no stop of
+            # the network's or the far end's.
+            mine = stalled_to_the_end(result, [d for d, _ in directions])
+            if not never and mine is not None:
+                actual += f"; agent stalled {_ms(mine)}"
+                return Check("call_up", expected, actual, False, inconclusive=True)
+            return Check("call_up", expected, actual, False)
         return Check("call_up", expected, "connected", True)
     actual = f"{final_state} (ended early)" if ended_early else final_state
     return Check("call_up", expected, actual, False)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["lost_in_stalls", "stalled_ms", "stalls"]
+__all__ = ["lost_in_stalls", "stalled_ms", "stalled_to_the_end", "stalls"]
 
 _AGENT_STALL = "agent_stall"
 
@@ -69,6 +69,34 @@ def lost_in_stalls(result: Mapping[str, Any], directions: list[str]) -> int:
         if any(a <= end and b >= start for a, b in spans):
             total += int(_number(detail.get("packets_missing")) or 0)
     return total
+
+
+def stalled_to_the_end(
+    result: Mapping[str, Any], directions: list[str]
+) -> float | None:
+    """The longest agent stall behind the silences until hang-up of
+    ``directions`` (each direction's ``until_end`` gap of cause
+    ``agent_stall``: its sender was behind when the call ended), when every
+    one of them is the agent's; None otherwise."""
+    events = result.get("events")
+    longest: float | None = None
+    for direction in directions:
+        stall = None
+        for e in events if isinstance(events, list) else []:
+            if not isinstance(e, Mapping) or e.get("type") != "media_gap":
+                continue
+            detail = e.get("detail")
+            if (
+                isinstance(detail, Mapping)
+                and detail.get("direction") == direction
+                and detail.get("until_end")
+                and e.get("cause") == _AGENT_STALL
+            ):
+                stall = _number(detail.get("stall_ms")) or 0.0
+        if stall is None:
+            return None
+        longest = max(longest or 0.0, stall)
+    return longest
 
 
 def _number(value: Any) -> float | None:

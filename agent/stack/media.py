@@ -197,6 +197,18 @@ class RtpAudioSender:
             self._stopped_at = self._loop_time()
             self._clock.remove(self)
             self._clock = None
+            self._note_late_at_stop()
+
+    def _note_late_at_stop(self) -> None:
+        """A sender stopped (hang-up, hold) while behind its schedule never
+        sent the packets due since its last send: the far end's silence up to
+        the stop is the agent's pause, recorded as any other late run."""
+        clock, last = self._clock_ms, self._last_sent_ms
+        if clock is None or last is None:
+            return
+        spacing = clock() - last
+        if spacing >= self.packet_ms + LATE_MS and len(self.late) < MAX_LATE_RUNS:
+            self.late.append((round(last, 1), round(spacing, 1)))
 
     def send_due(self, due: float) -> float | None:
         """Send the packet due at ``due`` (loop seconds); the next due time."""

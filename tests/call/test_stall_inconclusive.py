@@ -159,3 +159,55 @@ async def test_a_network_start_delay_without_a_stall_still_fails() -> None:
         # A packet slipped out before the blackhole landed: then the
         # stream started and stopped, and its gap is the network's.
         assert media["max_gap_ms"] >= 450, media
+
+
+async def _call_blocked_before_hangup(block_s: float) -> dict[str, Any]:
+    call = LoopbackCall(CallConfig(call_id="stall-end#1", seed=6))
+    try:
+        await asyncio.wait_for(call.connect(), 10)
+        await asyncio.sleep(1.0)  # media flowing both ways
+        # The loop stalls and the call is hung up straight after, as a busy
+        # worker tears down while its senders are behind their schedule: the
+        # packets due in the stall are never sent.
+        time.sleep(block_s)  # noqa: ASYNC251 -- the process stops, as on a busy host
+        final_state = call.final_state()  # as the runner reads it at hang-up
+    finally:
+        await call.close()
+    result = call.result(duration_ms=1000 + block_s * 1000)
+    result["final_state"] = final_state
+    return result
+
+
+async def test_silence_until_hangup_from_a_late_sender_is_inconclusive() -> None:
+    result = await _call_blocked_before_hangup(BLOCK_S)
+    states = {d: result["media"][d]["state"] for d in result["media"]}
+    # The agent's senders were behind by the block when the call ended: the
+    # receivers heard nothing for it, judged against media due until hang-up.
+    assert "stopped" in states.values(), states
+    checks = _judge(result, "{call_up: true}")
+    up = checks["call_up"]
+    assert not up.passed and up.inconclusive, up
+    assert "agent stalled" in up.actual, up
+    assert call_verdict(result) is Verdict.INCONCLUSIVE
+    # A sender behind when it stopped says so: a late run up to the stop.
+    late = [
+        e
+        for e in result["events"]
+        if e["type"] == "note" and e.get("cause") == "agent_stall"
+    ]
+    assert any(e["detail"]["stall_ms"] >= BLOCK_S * 1000 * 0.8 for e in late), late
+
+
+async def test_a_direction_stopped_by_the_network_before_hangup_still_fails() -> None:
+    # The agent keeps its schedule; the network drops the caller's media
+    # from 1.5 s to hang-up: a stop of the network's, a failure.
+    scenario = parse_scenario(
+        "name: end\nduration: 2s\nexpect: {call_up: true}\nsteps:\n"
+        "  - {at: 1.5s, do: net.blackhole, side: caller, direction: outbound}\n",
+        "end.yaml",
+    )
+    result = await ScenarioRunner(seed=8).run_call(scenario, 0)
+    (up,) = [c for c in result["expectations"]["checks"] if c["name"] == "call_up"]
+    assert not up["passed"] and not up.get("inconclusive"), up
+    assert "caller_to_callee stopped" in up["actual"], up
+    assert call_verdict(result) is Verdict.FAIL
