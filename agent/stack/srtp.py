@@ -19,7 +19,7 @@ from typing import Any
 import pylibsrtp
 from pylibsrtp import _binding
 
-__all__ = ["SrtpSession", "srtp_session"]
+__all__ = ["SrtpSession", "srtp_policy", "srtp_session"]
 
 _lib: Any = _binding.lib
 _ffi: Any = _binding.ffi
@@ -69,6 +69,11 @@ class SrtpSession:
 
 
 def srtp_session(key: bytes, profile: int, *, outbound: bool) -> SrtpSession:
+    return SrtpSession(pylibsrtp.Session(srtp_policy(key, profile, outbound=outbound)))
+
+
+def srtp_policy(key: bytes, profile: int, *, outbound: bool) -> pylibsrtp.Policy:
+    """One direction's policy: any SSRC, a 1024-packet replay window."""
     policy = pylibsrtp.Policy(
         key=key,
         ssrc_type=(
@@ -80,4 +85,4 @@ def srtp_session(key: bytes, profile: int, *, outbound: bool) -> SrtpSession:
     )
     policy.allow_repeat_tx = True
     policy.window_size = 1024
-    return SrtpSession(pylibsrtp.Session(policy))
+    return policy

@@ -8,7 +8,7 @@ import struct
 import pylibsrtp
 import pytest
 
-from agent.stack.srtp import SrtpSession, srtp_session
+from agent.stack.srtp import SrtpSession, srtp_policy, srtp_session
 
 KEY = bytes(range(30))
 OTHER_KEY = bytes(range(1, 31))
@@ -25,18 +25,8 @@ def rtcp_sr() -> bytes:
 
 
 def reference(outbound: bool) -> pylibsrtp.Session:
-    policy = pylibsrtp.Policy(
-        key=KEY,
-        ssrc_type=(
-            pylibsrtp.Policy.SSRC_ANY_OUTBOUND
-            if outbound
-            else pylibsrtp.Policy.SSRC_ANY_INBOUND
-        ),
-        srtp_profile=PROFILE,
-    )
-    policy.allow_repeat_tx = True
-    policy.window_size = 1024
-    return pylibsrtp.Session(policy)
+    """pylibsrtp's own session, whose per-packet calls ours must match."""
+    return pylibsrtp.Session(srtp_policy(KEY, PROFILE, outbound=outbound))
 
 
 def test_protect_matches_pylibsrtp_and_round_trips() -> None:
