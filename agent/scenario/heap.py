@@ -32,19 +32,36 @@ _NEVER = 1 << 30
 
 
 class HeapPolicy:
-    """Counts the calls in progress; a full collection when none is."""
+    """Counts the calls in progress; a full collection when none is.
+
+    Runs of one process may overlap (each runner has its own policy): the
+    process's thresholds are saved by the first policy entered and restored
+    by the last one left, and a full collection waits until no policy has a
+    call up.
+    """
+
+    #: policies entered and not yet left, in this process
+    _entered = 0
+    #: the process's thresholds before the first of them
+    _saved: tuple[int, int, int] | None = None
+    #: calls up under any policy of this process
+    _calls_up = 0
 
     def __init__(self) -> None:
+        self._inside = False
         self._calls = 0
-        self._saved: tuple[int, int, int] | None = None
         #: full collections run because the process became quiet (for tests)
         self.collections = 0
 
     def __enter__(self) -> HeapPolicy:
-        if self._saved is None:
-            self._saved = gc.get_threshold()
-            young, middle, _ = self._saved
-            gc.set_threshold(young, middle, _NEVER)
+        if not self._inside:
+            self._inside = True
+            cls = type(self)
+            if cls._entered == 0:
+                cls._saved = gc.get_threshold()
+                young, middle, _ = cls._saved
+                gc.set_threshold(young, middle, _NEVER)
+            cls._entered += 1
         return self
 
     def __exit__(
@@ -53,15 +70,24 @@ class HeapPolicy:
         value: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._saved is not None:
-            gc.set_threshold(*self._saved)
-            self._saved = None
+        if self._inside:
+            self._inside = False
+            cls = type(self)
+            cls._entered -= 1
+            if cls._entered == 0 and cls._saved is not None:
+                gc.set_threshold(*cls._saved)
+                cls._saved = None
 
     def call_started(self) -> None:
         self._calls += 1
+        type(self)._calls_up += 1
 
     def call_ended(self) -> None:
-        self._calls = max(0, self._calls - 1)
-        if self._calls == 0 and self._saved is not None and gc.isenabled():
+        if self._calls == 0:
+            return
+        self._calls -= 1
+        cls = type(self)
+        cls._calls_up -= 1
+        if cls._calls_up == 0 and self._inside and gc.isenabled():
             gc.collect()
             self.collections += 1

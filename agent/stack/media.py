@@ -187,6 +187,8 @@ class RtpAudioSender:
                 ticks = int(paused_s * OPUS_CLOCK_RATE)
                 self._timestamp = (self._timestamp + ticks) & 0xFFFFFFFF
                 self._stopped_at = None
+                # The pause was asked for, not a late send: spacing starts anew.
+                self._last_sent_ms = None
             self._loop_time = loop.time
             self._clock = media_clock()
             first = self._clock.add(self)

@@ -91,6 +91,15 @@ async def test_a_resume_opens_the_window_again() -> None:
     back = result["media"]["callee_to_caller"]
     assert len(back["not_due"]) == 1, back
     assert back["max_gap_ms"] < 100 and back["packets_lost"] <= 2, back
+    # A hold asked for is no late send: no agent stall as long as the hold.
+    long_stalls = [
+        e
+        for e in result["events"]
+        if e["type"] == "note"
+        and e.get("cause") == "agent_stall"
+        and e["detail"].get("stall_ms", 0) >= 1000
+    ]
+    assert not long_stalls, long_stalls
 
 
 def test_a_far_end_that_freezes_its_rtp_clock_over_a_hold_has_no_gap() -> None:

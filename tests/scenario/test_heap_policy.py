@@ -60,3 +60,20 @@ def test_the_policy_restores_thresholds_and_collects_when_quiet() -> None:
         assert heap.collections == 1
         assert gc.get_stats()[2]["collections"] == full + 1
     assert gc.get_threshold() == before
+
+
+def test_overlapping_runs_restore_the_thresholds_once_both_end() -> None:
+    before = gc.get_threshold()
+    first, second = HeapPolicy(), HeapPolicy()
+    first.__enter__()
+    second.__enter__()
+    first.call_started()
+    second.call_started()
+    first.call_ended()
+    assert first.collections == 0  # the other run's call is still up
+    first.__exit__(None, None, None)
+    assert gc.get_threshold()[2] > 10**8  # the other run is still going
+    second.call_ended()
+    assert second.collections == 1
+    second.__exit__(None, None, None)
+    assert gc.get_threshold() == before
