@@ -21,9 +21,11 @@ Two roles:
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Generic, TypeVar
 
 from agent.call.calls import Call, CallClock, CallConfig
 from agent.errors import CallError, SignalingError
@@ -41,7 +43,7 @@ from agent.stack.peer import Peer, parse_sdp
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["RemoteCall", "WhipClientCall", "remote_description"]
+__all__ = ["RemoteCall", "RemoteCallSession", "WhipClientCall", "remote_description"]
 
 
 def remote_description(sdp_text: str, kind: str) -> RemoteSideEntry | None:
@@ -235,3 +237,31 @@ def _ufrag(sdp_text: str) -> str | None:
         if line.startswith("a=ice-ufrag:"):
             return line.split(":", 1)[1].strip()
     return None
+
+
+_Call = TypeVar("_Call", bound=RemoteCall)
+
+
+class RemoteCallSession(Generic[_Call]):
+    """What every signalling session of a remote call has in common (the
+    :class:`~agent.signaling.session.CallSession` id, end, offers and
+    candidates): the call's own methods. ``callagent serve``'s calls and a
+    browser target's ``/ws`` session add their own ICE restart and hang-up."""
+
+    def __init__(self, call: _Call) -> None:
+        self.call = call
+        self._ended = asyncio.Event()
+
+    @property
+    def call_id(self) -> str:
+        return self.call.config.call_id
+
+    @property
+    def ended(self) -> asyncio.Event:
+        return self._ended
+
+    async def accept_offer(self, sdp: str) -> str:
+        return await self.call.accept_remote_offer(sdp)
+
+    async def add_candidate(self, candidate: str | None) -> None:
+        await self.call.add_remote_candidate(candidate)

@@ -27,7 +27,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily
 
 from agent.call.calls import CallConfig, peer_at
-from agent.call.remote import RemoteCall
+from agent.call.remote import RemoteCall, RemoteCallSession
 from agent.errors import AgentError, CallError
 from agent.observe.model import Side
 from agent.report.entries import RemoteIce
@@ -47,36 +47,21 @@ logger = logging.getLogger(__name__)
 __all__ = ["CallServer", "ServedCall"]
 
 
-class ServedCall:
+class ServedCall(RemoteCallSession[RemoteCall]):
     """One call answered by :class:`CallServer`; the signalling's CallSession."""
 
     def __init__(self, server: CallServer, call: RemoteCall, context: OfferContext):
+        super().__init__(call)
         self.server = server
-        self.call = call
         self.context = context
         self.stop = asyncio.Event()
         #: set once the agent side is connected (``setup_ms`` is known)
         self.connected = asyncio.Event()
-        self._ended = asyncio.Event()
         self.started = time.monotonic()
         self.task: asyncio.Task[None] | None = None
         self.end_reason: str | None = None
 
-    # -- CallSession --------------------------------------------------------
-    @property
-    def call_id(self) -> str:
-        return self.call.config.call_id
-
-    @property
-    def ended(self) -> asyncio.Event:
-        return self._ended
-
-    async def accept_offer(self, sdp: str) -> str:
-        return await self.call.accept_remote_offer(sdp)
-
-    async def add_candidate(self, candidate: str | None) -> None:
-        await self.call.add_remote_candidate(candidate)
-
+    # -- CallSession (the rest: RemoteCallSession) ---------------------------
     async def restart_ice(self, remote: IceCredentials, end: bool) -> IceCredentials:
         peer = self.call.peer
         ufrag, pwd, lines = await peer.accept_ice_restart(

@@ -30,7 +30,7 @@ from typing import Any
 from aiohttp import web
 
 from agent.call.calls import CallConfig
-from agent.call.remote import RemoteCall
+from agent.call.remote import RemoteCall, RemoteCallSession
 from agent.errors import CallError, SignalingError
 from agent.observe.model import Side
 from agent.report.entries import FarEndView
@@ -56,27 +56,9 @@ PAGE_PATH = "/callagent/far-end"
 CALL_SERVER_IDLE_S = 300.0
 
 
-class _Session:
-    """The one ``/ws`` session of a browser call (a CallSession)."""
-
-    def __init__(self, call: BrowserCall) -> None:
-        self.call = call
-        self._ended = asyncio.Event()
-
-    @property
-    def call_id(self) -> str:
-        return self.call.config.call_id
-
-    @property
-    def ended(self) -> asyncio.Event:
-        return self._ended
-
-    async def accept_offer(self, sdp: str) -> str:
-        # The browser re-offers: its own ICE restart.
-        return await self.call.accept_remote_offer(sdp)
-
-    async def add_candidate(self, candidate: str | None) -> None:
-        await self.call.add_remote_candidate(candidate)
+class _Session(RemoteCallSession["BrowserCall"]):
+    """The one ``/ws`` session of a browser call (a CallSession). Its
+    ``accept_offer`` is the browser's re-offer: its own ICE restart."""
 
     async def restart_ice(self, remote: IceCredentials, end: bool) -> IceCredentials:
         raise SignalingError("a browser target restarts ICE over /ws, not WHIP")
