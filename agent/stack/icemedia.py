@@ -84,7 +84,11 @@ class IceMediaPath:
         self._received_on[(protocol.id, addr)] = at
         if not self.ice_controlling:
             chosen = self._nominated.get(1)
-            if not chosen or (chosen.protocol, chosen.remote_addr) != (protocol, addr):
+            if (
+                not chosen
+                or chosen.protocol is not protocol
+                or chosen.remote_addr != addr
+            ):
                 self.note_received(protocol, addr, data, at)  # a far end moved?
         # The kernel's arrival time, on the loop's (monotonic) clock.
         self.last_received = at

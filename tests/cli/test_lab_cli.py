@@ -16,26 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.net.lab.shell import unavailable_reason
 from tests.support.callagent_cli import ROOT, start
 from tests.support.callagent_cli import run as callagent
-
-
-def netns_list() -> list[str]:
-    out = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, check=True
-    ).stdout
-    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
+from tests.support.lab import lab_left_as_found, netns_list
 
 
 @pytest.fixture
 def root_lab() -> Iterator[None]:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
-    before = netns_list()
-    yield
-    assert netns_list() == before, "a lab test left namespaces behind"
+    yield from lab_left_as_found()
 
 
 def write(tmp_path: Path, name: str, body: str) -> Path:

@@ -17,17 +17,15 @@ from typing import Any
 
 import pytest
 
-from agent.net.lab.shell import unavailable_reason
 from tests.support.callagent_cli import ROOT, run
+from tests.support.lab import require_lab
 
 MATRIX = ROOT / "scenarios" / "matrix"
 
 
 @pytest.fixture(autouse=True)
 def _lab() -> None:
-    reason = unavailable_reason()
-    if reason is not None:
-        pytest.skip(reason)
+    require_lab()
 
 
 def callagent(

@@ -20,13 +20,13 @@ import pytest
 
 from agent.errors import SignalingError
 from agent.net.lab import Lab, Role
-from agent.net.lab.shell import unavailable_reason
 from agent.scenario.loader import load_scenarios
 from agent.scenario.runner import ScenarioRunner
 from agent.signaling.janus import JanusClient
 from agent.targets.janus.launcher import JanusProcess, janus_unavailable
 from agent.targets.spec import parse_target
 from tests.support.callagent_cli import run
+from tests.support.lab import netns_list, require_lab
 from tests.support.report_schema import assert_matches_schema
 
 pytestmark = pytest.mark.netns
@@ -36,27 +36,18 @@ HERE = Path(__file__).resolve().parent / "janus"
 MATRIX = ROOT / "scenarios" / "matrix"
 
 
-def _netns_list() -> list[str]:
-    out = subprocess.run(
-        ["ip", "netns", "list"], capture_output=True, text=True, check=True
-    ).stdout
-    return sorted(line.split()[0] for line in out.splitlines() if line.strip())
-
-
 @pytest.fixture
 def janus_lab() -> Iterator[list[str]]:
     """Skip where the lab or Janus is missing. The test lists the lab run ids
     it used; a namespace of theirs left behind (a Janus still running would
     keep one alive) fails it. Other runs' labs on a shared host are theirs."""
-    reason = unavailable_reason() or janus_unavailable()
-    if reason is not None:
-        pytest.skip(reason)
+    require_lab(janus_unavailable())
     run_ids: list[str] = []
     yield run_ids
     assert run_ids, "the test named no lab it used"
     left = [
         name
-        for name in _netns_list()
+        for name in netns_list()
         for run_id in run_ids
         if name.startswith(f"ca-{run_id}-")
     ]
