@@ -46,6 +46,7 @@ import aiohttp
 from yarl import URL
 
 from agent.errors import SignalingError
+from agent.signaling.whip_client import check_http_url
 
 __all__ = ["JanusClient", "JanusEvent", "SocketFactory", "check_janus_url"]
 
@@ -64,13 +65,7 @@ MAX_EVENTS = 10
 
 def check_janus_url(url: str) -> URL:
     """``url`` as a Janus API base URL, or one :class:`SignalingError` line."""
-    try:
-        parsed = URL(url)
-    except ValueError as exc:
-        raise SignalingError(f"not a URL: {url!r}") from exc
-    if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise SignalingError(f"a Janus API URL must be http(s)://HOST/…, got {url!r}")
-    return parsed
+    return check_http_url(url, "a Janus API URL must be http(s)://HOST/…")
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from agent.signaling.session import IceCredentials
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["WhipClient", "answer_with_ice", "check_whip_url"]
+__all__ = ["WhipClient", "answer_with_ice", "check_http_url", "check_whip_url"]
 
 SDP = "application/sdp"
 TIMEOUT_S = 10.0
@@ -38,14 +38,20 @@ TIMEOUT_S = 10.0
 MAX_RESPONSE_BYTES = 256 * 1024
 
 
-def check_whip_url(url: str) -> URL:
+def check_http_url(url: str, must: str) -> URL:
+    """``url`` if it is an http(s) URL with a host, else one
+    :class:`SignalingError` line: ``must`` says what it must be."""
     try:
         parsed = URL(url)
     except ValueError as exc:
         raise SignalingError(f"not a URL: {url!r}") from exc
     if parsed.scheme not in ("http", "https") or not parsed.host:
-        raise SignalingError(f"WHIP endpoint must be an http(s) URL, got {url!r}")
+        raise SignalingError(f"{must}, got {url!r}")
     return parsed
+
+
+def check_whip_url(url: str) -> URL:
+    return check_http_url(url, "WHIP endpoint must be an http(s) URL")
 
 
 class WhipClient:
