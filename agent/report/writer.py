@@ -13,13 +13,16 @@ The document says ``"complete": false`` until :meth:`ReportWriter.finish` is
 called without an interruption reason; a reader of a half-run report can tell.
 
 Cost: each call is encoded once, when it is added (the C encoder, compact),
-and every rewrite splices those texts into the indented run fields. A big run
-(hundreds of calls, each a few hundred KB under load) would still spend its
-time rewriting the file, so once one write takes longer than
-``SLOW_WRITE_S``, the next waits until ten times that has passed (the writer
-is then ``dirty``; :meth:`ReportWriter.flush` writes it, and the run loop
-calls it when the wait is over): rewriting costs at most ~10% of the time,
-and :meth:`ReportWriter.finish` always writes.
+and every rewrite splices those texts into the indented run fields. A rewrite
+still costs time in proportion to the report (tens of milliseconds at a few
+hundred calls), and calls of a big run end many a second: rewriting after
+each one kept a core busy while a 150-call run hung up, the core the calls'
+own processes needed. So after a write of ``w`` seconds the next one waits
+until ``WRITE_WAIT_FACTOR * w`` has passed (at most ``MAX_WRITE_WAIT_S``); the
+writer is ``dirty`` meanwhile, and :meth:`ReportWriter.flush` writes it (the
+run loop calls it when the wait is over). Rewriting thus costs at most ~5 % of
+the time, a small report is still on disk within milliseconds of a call, and
+:meth:`ReportWriter.finish` always writes.
 
 State machine (illegal transitions raise ``RuntimeError``, a programming error)::
 
@@ -50,8 +53,8 @@ log = logging.getLogger(__name__)
 _OWNED = frozenset(
     {"version", "finished_at", "complete", "interrupted", "calls", "summary"}
 )
-#: a write at least this long makes the next wait (see the module docstring)
-SLOW_WRITE_S = 0.05
+#: the next write waits this many times the last one's length (module docstring)
+WRITE_WAIT_FACTOR = 20.0
 #: the longest a finished call may wait to be on disk
 MAX_WRITE_WAIT_S = 5.0
 
@@ -274,9 +277,7 @@ class ReportWriter:
 
     def flush_in(self) -> float:
         """Seconds until the next rewrite is due (0: now)."""
-        if self._last_write_s < SLOW_WRITE_S:
-            return 0.0
-        wait = min(MAX_WRITE_WAIT_S, 10 * self._last_write_s)
+        wait = min(MAX_WRITE_WAIT_S, WRITE_WAIT_FACTOR * self._last_write_s)
         return max(0.0, self._last_write_end + wait - time.monotonic())
 
     def flush(self) -> None:

@@ -148,6 +148,8 @@ class ScenarioRunner:
         self.results: list[dict[str, Any]] = []
         #: no full garbage collection while a call of this process is up
         self.heap = HeapPolicy()
+        #: calls of the run not started yet
+        self._unstarted = 0
 
     async def run(
         self,
@@ -168,6 +170,7 @@ class ScenarioRunner:
         scenarios_at_once: int | None,
     ) -> list[dict[str, Any]]:
         self.progress.total = sum(len(indices) for _, indices in plan)
+        self._unstarted = self.progress.total
         # The pre-encoded audio loop (~100 ms of CPU, once per process) is
         # built before any call's clock starts: it is not a call's setup.
         for packet_ms in sorted({s.media.packet_ms for s, _ in plan if s.media.audio}):
@@ -294,10 +297,11 @@ class ScenarioRunner:
         self, scenario: Scenario, config: CallConfig, progress: CallProgress
     ) -> dict[str, Any]:
         self.heap.call_started()
+        self._unstarted = max(0, self._unstarted - 1)
         try:
             return await self._run_call_counted(scenario, config, progress)
         finally:
-            self.heap.call_ended()
+            self.heap.call_ended(more_to_come=self._unstarted > 0)
 
     async def _run_call_counted(
         self, scenario: Scenario, config: CallConfig, progress: CallProgress

@@ -22,6 +22,8 @@ import pytest
 from agent.errors import AgentError
 from agent.report.schema import ReportError
 from agent.report.writer import (
+    MAX_WRITE_WAIT_S,
+    WRITE_WAIT_FACTOR,
     ReportWriter,
     iso_timestamp,
     write_json_atomic,
@@ -29,6 +31,13 @@ from agent.report.writer import (
 )
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def write_every_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No pacing: each add_call writes (what these tests are about is the
+    write itself; the pacing has its own test)."""
+    monkeypatch.setattr("agent.report.writer.WRITE_WAIT_FACTOR", 0.0)
 
 
 class FakeClock:
@@ -69,6 +78,7 @@ def test_begin_writes_an_incomplete_report_at_once(
     assert report["summary"] == {"calls": 0, "passed": 0, "failed": 0, "errors": 0}
 
 
+@pytest.mark.usefixtures("write_every_call")
 def test_each_add_call_leaves_a_complete_json_file(
     tmp_path: Path, meta: dict[str, Any], call_factory: Callable[..., dict[str, Any]]
 ) -> None:
@@ -133,6 +143,7 @@ def test_finish_with_a_reason_is_not_complete(
     assert len(report["calls"]) == 1
 
 
+@pytest.mark.usefixtures("write_every_call")
 def test_failed_replace_keeps_the_previous_report(
     tmp_path: Path,
     meta: dict[str, Any],
@@ -170,6 +181,7 @@ def test_failed_replace_keeps_the_previous_report(
     assert [c["id"] for c in read(path)["calls"]] == ["baseline#1", "baseline#2"]
 
 
+@pytest.mark.usefixtures("write_every_call")
 def test_ctrl_c_during_a_write_keeps_the_previous_report(
     tmp_path: Path,
     meta: dict[str, Any],
@@ -335,30 +347,42 @@ def test_write_text_atomic_replaces_whole_files(tmp_path: Path) -> None:
     assert leftovers(path.parent) == []
 
 
-def test_slow_writes_wait_and_the_waiting_calls_are_flushed(
+def test_writes_are_paced_and_the_waiting_calls_are_flushed(
     tmp_path: Path,
     meta: dict[str, Any],
     call_factory: Callable[..., dict[str, Any]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    # Every write counts as slow: the next one waits ten times its length.
-    monkeypatch.setattr("agent.report.writer.SLOW_WRITE_S", 0.0)
+    # After a write of w seconds the next waits WRITE_WAIT_FACTOR * w: calls
+    # that end meanwhile stay in memory (dirty) until flush().
     path = tmp_path / "report.json"
     writer = ReportWriter(path)
     writer.begin(meta)
-    writer.add_call(call_factory("a#1"))  # the wait after begin() is over
-    waited = 0
-    while writer.flush_in() > 0 and waited < 5:
-        writer.add_call(call_factory(f"b#{waited}"))
-        waited += 1
-    assert waited >= 1 and writer.dirty  # calls kept, not yet on disk
-    on_disk = read(path)["calls"]
-    assert len(on_disk) < len(writer.calls)
+    while writer.flush_in() > 0:  # bounded: the wait after begin() is short
+        time.sleep(0.005)
+    writer.add_call(call_factory("a#1"))
+    assert not writer.dirty and [c["id"] for c in read(path)["calls"]] == ["a#1"]
+    last = writer._last_write_s
+    assert writer.flush_in() <= min(MAX_WRITE_WAIT_S, WRITE_WAIT_FACTOR * last)
+    # A wait no scheduling hiccup of this host outlasts (capped at 5 s).
+    monkeypatch.setattr("agent.report.writer.WRITE_WAIT_FACTOR", 1e6)
+    writer.add_call(call_factory("b#1"))  # within the wait
+    assert writer.dirty
+    assert [c["id"] for c in read(path)["calls"]] == ["a#1"]
     writer.flush()
     assert not writer.dirty
-    assert [c["id"] for c in read(path)["calls"]] == [c["id"] for c in writer.calls]
+    assert [c["id"] for c in read(path)["calls"]] == ["a#1", "b#1"]
     writer.finish()
     assert read(path)["complete"] is True
+
+
+def test_a_slow_write_waits_at_most_the_cap(
+    tmp_path: Path, meta: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer = ReportWriter(tmp_path / "report.json")
+    writer.begin(meta)
+    monkeypatch.setattr(writer, "_last_write_s", 10.0)  # a write of 10 s
+    assert MAX_WRITE_WAIT_S - 0.5 < writer.flush_in() <= MAX_WRITE_WAIT_S
 
 
 def test_the_spliced_file_is_the_report_as_json(

@@ -35,15 +35,17 @@ async def test_no_full_collection_runs_by_itself_while_calls_are_up() -> None:
         return WatchedCall(config)
 
     runner = ScenarioRunner(seed=5, call_factory=factory)
-    scenario = parse_scenario("name: h\nduration: 1s\ncalls: 2\n", "h.yaml")
-    results = await runner.run([scenario])
-    assert [r["expectations"]["passed"] for r in results] == [True, True]
+    first = parse_scenario("name: h\nduration: 1s\ncalls: 2\n", "h.yaml")
+    second = parse_scenario("name: i\nduration: 1s\n", "i.yaml")
+    results = await runner.run([first, second])  # one after the other
+    assert [r["expectations"]["passed"] for r in results] == [True] * 3
     # While the calls were up: young collections only.
-    assert len(seen) == 2
+    assert len(seen) == 3
     assert all(t[:2] == before[:2] and t[2] > 10**8 for t in seen)
-    assert full_during_calls == [0, 0]
-    # Collected once the process was quiet, and the thresholds restored.
-    assert runner.heap.collections >= 1
+    assert full_during_calls == [0, 0, 0]
+    # Collected once the process was quiet between the two scenarios, not
+    # after the run's last call; the thresholds restored.
+    assert runner.heap.collections == 1
     assert gc.get_threshold() == before
 
 
@@ -60,6 +62,15 @@ def test_the_policy_restores_thresholds_and_collects_when_quiet() -> None:
         assert heap.collections == 1
         assert gc.get_stats()[2]["collections"] == full + 1
     assert gc.get_threshold() == before
+
+
+def test_no_collection_after_the_runs_last_call() -> None:
+    with HeapPolicy() as heap:
+        heap.call_started()
+        full = gc.get_stats()[2]["collections"]
+        heap.call_ended(more_to_come=False)
+        assert heap.collections == 0
+        assert gc.get_stats()[2]["collections"] == full
 
 
 def test_overlapping_runs_restore_the_thresholds_once_both_end() -> None:
