@@ -90,6 +90,9 @@ def render_results(report: Mapping[str, Any], console: Console) -> None:
         for line in _failure_notes(call):
             console.print(line)
     console.print(_summary_line(report, calls))
+    hint = _busy_host_hint(calls)
+    if hint is not None:
+        console.print(hint)
 
 
 #: The results columns after call id and verdict: header and column options.
@@ -264,6 +267,38 @@ def _summary_line(report: Mapping[str, Any], calls: list[Mapping[str, Any]]) -> 
             style="bold yellow",
         )
     return line
+
+
+def _busy_host_hint(calls: list[Mapping[str, Any]]) -> Text | None:
+    """An inconclusive call is one this agent was too stalled to judge: when
+    there are any, the limit was this host (too many calls per core), which
+    the one-line summary alone does not tell a user at the end of a load run."""
+    busy = [c for c in calls if call_verdict(c) is Verdict.INCONCLUSIVE]
+    if not busy:
+        return None
+    longest = max((_longest_stall_ms(c) for c in busy), default=0.0)
+    line = Text("host too busy: ", style="bold yellow")
+    line.append(
+        f"{len(busy)} call{'' if len(busy) == 1 else 's'} inconclusive because"
+        f" this agent's own event loop stalled (longest {longest:.0f} ms), not"
+        " the network or the far end; run fewer calls per core, or spread them"
+        " over machines (--shard and merge, callagent fleet)"
+    )
+    return line
+
+
+def _longest_stall_ms(call: Mapping[str, Any]) -> float:
+    longest = 0.0
+    events = call.get("events")
+    for event in events if isinstance(events, list) else []:
+        if not isinstance(event, Mapping) or event.get("cause") != "agent_stall":
+            continue
+        detail = event.get("detail")
+        if isinstance(detail, Mapping):
+            value = detail.get("stall_ms", detail.get("length_ms"))
+            if isinstance(value, int | float) and value > longest:
+                longest = float(value)
+    return longest
 
 
 _EVENT_STYLE = {

@@ -9,13 +9,17 @@ the network while the agent did not stall still fails.
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from typing import Any
+
+from rich.console import Console
 
 from agent.call.calls import CallConfig, LoopbackCall
 from agent.observe.events import IceStateEvent, to_json
 from agent.observe.model import Side
 from agent.report.schema import Verdict, call_verdict
+from agent.report.table import render_results
 from agent.scenario.expect import check_expectations
 from agent.scenario.loader import parse_scenario
 from agent.scenario.runner import ScenarioRunner
@@ -66,6 +70,13 @@ async def test_a_stall_during_setup_makes_setup_and_start_inconclusive() -> None
     assert not setup.passed and setup.inconclusive, setup
     assert "agent stalled" in setup.actual, setup
     assert call_verdict(result) is Verdict.INCONCLUSIVE
+    # The results table says the host was the limit, with the stall's length.
+    console = Console(record=True, width=400)
+    render_results({"complete": True, "calls": [result]}, console)
+    hint = console.export_text().splitlines()[-1]
+    assert hint.startswith("host too busy: 1 call inconclusive because"), hint
+    longest = re.search(r"longest (\d+) ms", hint)
+    assert longest is not None and int(longest[1]) >= BLOCK_S * 1000 * 0.8, hint
 
 
 async def test_a_late_stream_start_while_the_agent_stalled_is_inconclusive() -> None:
