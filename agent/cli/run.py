@@ -143,12 +143,13 @@ async def run_scenarios(
     # ``call`` (WHIP client) has none of the load options.
     stream = WorkerStream() if getattr(args, "worker_stream", False) else None
 
-    def on_result(result: dict[str, Any]) -> None:
+    def on_result(result: dict[str, Any], encoded: str | None = None) -> None:
+        # ``encoded``: a worker's call, as its JSON came (see ReportWriter).
         report["calls"].append(result)
         if stream is not None:
             stream.call(result)
         if writer is not None:
-            keep_writing(lambda: writer.add_call(result))
+            keep_writing(lambda: writer.add_call(result, encoded=encoded))
             if writer.dirty:
                 flush_later(writer)
 

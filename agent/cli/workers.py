@@ -234,7 +234,7 @@ async def run_workers(
     outcomes: list[WorkerOutcome],
     *,
     progress: RunProgress,
-    on_call: Callable[[dict[str, Any]], None],
+    on_call: Callable[[dict[str, Any], str | None], None],
     on_resource: Callable[[dict[str, Any]], None],
 ) -> None:
     """Start a worker per entry of ``outcomes`` (``argv(i)``: worker i's
@@ -289,7 +289,7 @@ async def run_workers(
 async def _read_worker(
     proc: asyncio.subprocess.Process,
     outcome: WorkerOutcome,
-    on_call: Callable[[dict[str, Any]], None],
+    on_call: Callable[[dict[str, Any], str | None], None],
     on_resource: Callable[[dict[str, Any]], None],
 ) -> None:
     assert proc.stdout is not None
@@ -303,7 +303,7 @@ async def _read_worker(
             continue
         if kind == "call":
             outcome.calls += 1
-            on_call(value)
+            on_call(value, call_text(line))
         elif kind == "progress":
             outcome.progress = [CallProgress(*row) for row in value["calls"]]
         elif kind == "resource":
@@ -312,6 +312,20 @@ async def _read_worker(
             outcome.ended = True
             outcome.interrupted = value.get("interrupted")
     outcome.exit_code = await proc.wait()
+
+
+#: how :meth:`WorkerStream.send` starts a call's line
+_CALL_LINE = b'{"call": '
+
+
+def call_text(line: bytes) -> str | None:
+    """The call's own JSON inside a worker's ``{"call": ...}`` line (as
+    :meth:`WorkerStream.send` writes it), for the report as it is; None if
+    the line is not of that form."""
+    body = line.rstrip(b"\n")
+    if body.startswith(_CALL_LINE) and body.endswith(b"}"):
+        return body[len(_CALL_LINE) : -1].decode()
+    return None
 
 
 async def _merge_progress(outcomes: list[WorkerOutcome], progress: RunProgress) -> None:

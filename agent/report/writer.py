@@ -258,19 +258,24 @@ class ReportWriter:
         assert self._meta is not None
         self._meta[key] = copy.deepcopy(value)
 
-    def add_call(self, call: Mapping[str, Any]) -> None:
-        """Append one finished call and rewrite the file.
+    def add_call(self, call: Mapping[str, Any], *, encoded: str | None = None) -> None:
+        """Append one finished call and rewrite the file (when due).
 
         If the write fails the call is still kept, so the next successful write
-        (another call, or :meth:`finish`) includes it.
+        (another call, or :meth:`finish`) includes it. ``encoded``: the call's
+        JSON as it came (a worker's line), ``call`` decoded from it and
+        changed by nobody: kept as they are, not encoded and copied again
+        (two of the three JSON passes a worker's call cost the parent).
         """
         self._require_open("add_call")
-        # Encoded once (a TypeError here, before the file is touched, for a
-        # value that is not JSON), and the copy made from that text: far
-        # cheaper than deepcopy on a call of a few hundred KB.
-        text = _dumps_compact(dict(call))
-        self._calls.append(json.loads(text))
-        self._texts.append(text)
+        if encoded is None:
+            # Encoded once (a TypeError here, before the file is touched, for
+            # a value that is not JSON), and the copy made from that text: far
+            # cheaper than deepcopy on a call of a few hundred KB.
+            encoded = _dumps_compact(dict(call))
+            call = json.loads(encoded)
+        self._calls.append(dict(call))
+        self._texts.append(encoded)
         self.dirty = True
         if self.flush_in() <= 0:
             self._write()

@@ -15,7 +15,7 @@ import threading
 
 import pytest
 
-from agent.cli.workers import WorkerStream
+from agent.cli.workers import WorkerStream, call_text
 from agent.scenario.runner import RunProgress
 
 #: far over a pipe's buffer (64 KiB on Linux)
@@ -71,3 +71,15 @@ def test_outside_reporting_lines_are_written_at_once() -> None:
         WorkerStream(out).end("SIGINT")
     with open(read_fd, encoding="utf-8") as pipe:
         assert json.loads(pipe.read()) == {"end": {"interrupted": "SIGINT"}}
+
+
+def test_the_parent_takes_a_calls_json_from_the_line_as_it_came() -> None:
+    read_fd, write_fd = os.pipe()
+    call = {"id": "x#1", "name": 'é "quoted" }', "n": [1, 2.5, None]}
+    with os.fdopen(write_fd, "w", encoding="utf-8") as out:
+        WorkerStream(out).call(call)
+    with os.fdopen(read_fd, "rb") as pipe:
+        line = pipe.read()
+    text = call_text(line)
+    assert text is not None and json.loads(text) == call
+    assert call_text(b'{"progress": {"total": 1}}\n') is None

@@ -376,6 +376,21 @@ def test_writes_are_paced_and_the_waiting_calls_are_flushed(
     assert read(path)["complete"] is True
 
 
+def test_a_call_added_encoded_is_kept_as_it_came(
+    tmp_path: Path, meta: dict[str, Any], call_factory: Callable[..., dict[str, Any]]
+) -> None:
+    # A worker's call reaches the parent as JSON: the writer splices that
+    # text and keeps the decoded call, and the report holds the call once.
+    call = call_factory("w#1", error='a "quoted" é')
+    text = json.dumps(call)  # as a worker's line carries it
+    writer = ReportWriter(tmp_path / "report.json")
+    writer.begin(meta)
+    writer.add_call(json.loads(text), encoded=text)
+    writer.finish()
+    assert read(tmp_path / "report.json")["calls"] == [call]
+    assert writer.calls == [call]
+
+
 def test_a_slow_write_waits_at_most_the_cap(
     tmp_path: Path, meta: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
