@@ -37,7 +37,7 @@ from agent.report.entries import (
     RemoteSideEntry,
     SideEntry,
 )
-from agent.signaling.session import IceCredentials
+from agent.signaling.session import IceCredentials, Renegotiate
 from agent.signaling.whip_client import WhipClient, answer_with_ice, check_whip_url
 from agent.stack.peer import Peer, parse_sdp
 
@@ -125,6 +125,20 @@ class RemoteCall(Call):
                 )
         except SignalingError:
             pass  # the peer rejects it with the real reason
+
+    async def answer_first_offer(
+        self, offer: str, renegotiate: Renegotiate | None, *, bind_on: str = ""
+    ) -> str:
+        """The far end's first offer, answered by our peer, whose re-offers
+        (ICE restarts, new certificates) go over ``renegotiate``. A port we
+        cannot bind is one ``CallError`` line (``bind_on``: where)."""
+        self.learn_remote(offer, "offer")
+        self.peer.renegotiate = renegotiate
+        try:
+            return await self.peer.accept_offer(offer)
+        except OSError as exc:
+            where = f" on {bind_on}" if bind_on else ""
+            raise CallError(f"cannot bind{where}: {exc}") from exc
 
     async def accept_remote_offer(self, sdp: str) -> str:
         """Answer the far end's re-offer (its ICE restart, a new certificate)

@@ -28,7 +28,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from agent.call.calls import CallConfig, peer_at
 from agent.call.remote import RemoteCall, RemoteCallSession
-from agent.errors import AgentError, CallError
+from agent.errors import AgentError
 from agent.observe.model import Side
 from agent.report.entries import RemoteIce
 from agent.report.openmetrics import CallMetricsCollector
@@ -198,12 +198,10 @@ class CallServer:
         try:
             served = self._new_call(context)
             call = served.call
-            call.learn_remote(offer, "offer")
-            call.peer.renegotiate = renegotiate
             try:
-                answer = await call.peer.accept_offer(offer)
-            except OSError as exc:
-                raise CallError(f"cannot bind on {self.address}: {exc}") from exc
+                answer = await call.answer_first_offer(
+                    offer, renegotiate, bind_on=self.address
+                )
             except BaseException:
                 await call.close()
                 raise

@@ -83,12 +83,7 @@ class _Backend:
         if self.session is not None:
             raise ServerBusy("this endpoint serves one browser call")
         call = self.call
-        call.learn_remote(offer, "offer")
-        call.peer.renegotiate = renegotiate
-        try:
-            answer = await call.peer.accept_offer(offer)
-        except OSError as exc:
-            raise CallError(f"cannot bind: {exc}") from exc
+        answer = await call.answer_first_offer(offer, renegotiate)
         self.session = _Session(call)
         call.remote_info = dataclasses.replace(
             call.remote_info, user_agent=context.user_agent
