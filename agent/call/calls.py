@@ -18,7 +18,6 @@ import dataclasses
 import logging
 import random
 import time
-import weakref
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -27,6 +26,7 @@ from typing import Any
 from pydantic import JsonValue
 
 from agent.call.labentry import lab_entry
+from agent.call.stallwatch import stall_watch
 from agent.errors import AgentError, CallError
 from agent.net.faults import FaultParams
 from agent.net.labnet import CallLab
@@ -57,59 +57,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-
-#: The agent's loop is checked this often; a wake-up this late is a stall.
-STALL_TICK_S = 0.02
-STALL_MS = 40.0
-
-
-class StallWatch:
-    """Notes when the agent's own event loop stalls: media this process sends
-    and receives is late then, and no network fault is to blame.
-
-    One ticker per event loop, shared by every live call (a stall stops them
-    all alike), so the cost does not grow with the number of calls.
-    """
-
-    def __init__(self) -> None:
-        self._calls: set[Call] = set()
-        self._task: asyncio.Task[None] | None = None
-
-    def add(self, call: Call) -> None:
-        self._calls.add(call)
-        if self._task is None:
-            self._task = asyncio.create_task(self._run(), name="stall-watch")
-
-    def discard(self, call: Call) -> None:
-        self._calls.discard(call)
-        if not self._calls and self._task is not None:
-            self._task.cancel()
-            self._task = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            before = loop.time()
-            await asyncio.sleep(STALL_TICK_S)
-            late_ms = (loop.time() - before - STALL_TICK_S) * 1000.0
-            if late_ms >= STALL_MS:
-                for call in list(self._calls):
-                    call.note_stall(late_ms)
-
-
-_stall_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StallWatch] = (
-    weakref.WeakKeyDictionary()
-)
-
-
-def stall_watch() -> StallWatch:
-    """The running loop's :class:`StallWatch`."""
-    loop = asyncio.get_running_loop()
-    watch = _stall_watches.get(loop)
-    if watch is None:
-        watch = _stall_watches[loop] = StallWatch()
-    return watch
 
 
 #: After one side hangs up, how long the other side gets to notice.
@@ -251,12 +198,13 @@ class Call:
             self._watchers.append(asyncio.create_task(self._watch(side, peer)))
         stall_watch().add(self)
 
-    def note_stall(self, late_ms: float) -> None:
-        """The agent's event loop woke ``late_ms`` late (see :class:`StallWatch`)."""
+    def note_stall(self, late_ms: float, woke: float) -> None:
+        """The agent's event loop woke ``late_ms`` late at ``woke``
+        (``time.monotonic``; see :mod:`agent.call.stallwatch`)."""
         self.observer(None).note(
             LOOP_STALL,
             cause=AGENT_STALL,
-            t_ms=self.clock() - late_ms,
+            t_ms=self.clock() - (time.monotonic() - woke) * 1000.0 - late_ms,
             stall_ms=round(late_ms, 1),
         )
 
@@ -277,7 +225,8 @@ class Call:
             for side, peer in self.peers.items()
         }
         self._media_ends()
-        stall_watch().discard(self)
+        for woke, late_ms in stall_watch().discard(self):
+            self.note_stall(late_ms, woke)
         for task in self._watchers:
             task.cancel()
         for action in list(self._actions):
