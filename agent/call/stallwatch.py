@@ -58,7 +58,8 @@ class StallWatch:
                 self._task.cancel()
                 self._task = None
         else:
-            oldest = min(self._watched.values())
+            # Watched in time order (a dict keeps it): the first is the oldest.
+            oldest = next(iter(self._watched.values()))
             del stalls[: bisect.bisect_left(stalls, (oldest, -1.0))]
         return mine
 

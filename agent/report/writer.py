@@ -273,8 +273,10 @@ class ReportWriter:
             # a value that is not JSON), and the copy made from that text: far
             # cheaper than deepcopy on a call of a few hundred KB.
             encoded = _dumps_compact(dict(call))
-            call = json.loads(encoded)
-        self._calls.append(dict(call))
+            kept = json.loads(encoded)
+        else:
+            kept = dict(call)
+        self._calls.append(kept)
         self._texts.append(encoded)
         self.dirty = True
         if self.flush_in() <= 0:

@@ -385,7 +385,7 @@ class SocketTap:
                     return
                 at = kernel_time(ancillary, offset)
                 if at is None:
-                    at = woke = time.monotonic()
+                    at = time.monotonic()  # after ``woke``: ends the wake-up
                 deliver(data, (addr[0], addr[1]), at, True)
                 if woke - at < _ON_TIME_S:
                     return

@@ -30,7 +30,7 @@ async def test_each_call_takes_the_stalls_of_its_own_watch() -> None:
     watch = StallWatch()
     early, late = object(), object()
     watch.add(early)
-    await asyncio.sleep(0.05)  # the ticker is running
+    await asyncio.sleep(0)  # one turn: the ticker's first step has run
     await _block_and_see_it(watch, 1)
     watch.add(late)
     await _block_and_see_it(watch, 2)
