@@ -22,6 +22,7 @@ from agent.cli.matrix import add_matrix_parser, add_target_options
 from agent.cli.outputs import output_path
 from agent.cli.serve import add_serve_parser
 from agent.scenario.fields import MAX_SEED
+from agent.stack import fastroute
 
 __all__ = [
     "EXIT_BAD_INPUT",
@@ -65,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
         "DTLS rehandshakes and ICE restarts.",
     )
     parser.add_argument(
-        "--version", action="version", version=f"callagent {agent.__version__}"
+        "--version",
+        action="version",
+        version=f"callagent {agent.__version__} ({fastroute.describe()})",
     )
     parser.add_argument(
         "--debug", action="store_true", help="verbose logs and tracebacks"

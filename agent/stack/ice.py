@@ -67,6 +67,7 @@ from aioice.ice import CandidatePair, server_reflexive_candidate
 from aiortc import RTCIceGatherer
 
 from agent.stack.config import CONSENT_EXPIRY_S, CONSENT_INTERVAL_S, IceProfile
+from agent.stack.fastroute import reader as fast_reader
 from agent.stack.hostsockets import host_candidates
 from agent.stack.ice_profile import (
     WEAK_RECEIVE_TIMEOUT_S,
@@ -259,7 +260,7 @@ class AgentIceConnection(IceMediaPath, PromptChecks, aioice.Connection):
             protocol.transport = FilteredTransport(protocol.transport, sendto)
         # Arrival times from the kernel, not from when the loop got round to
         # the datagram (a stalled loop must not look like a network gap).
-        tap.read_kernel_time()
+        tap.read_kernel_time(fast_reader)
 
     # -- following the far end to a new address (same generation) ---------
     def note_received(

@@ -231,6 +231,9 @@ class SocketTap:
         #: media path's direct send; None until :meth:`read_kernel_time`
         self._sock: socket.socket | None = None
         sockname = protocol.transport.get_extra_info("sockname")
+        #: the C readiness callback reading the socket (its ``fast`` and
+        #: ``ordinary`` counts), if any (:mod:`agent.stack.fastroute`)
+        self.fast_reader: Any = None
         #: the address the socket is bound to (the host candidate)
         self.local: Address = (sockname[0], sockname[1])
 
@@ -340,11 +343,16 @@ class SocketTap:
             connection.net.last_dtls_arrival = at
         self._receive(data, addr)
 
-    def read_kernel_time(self) -> bool:
+    def read_kernel_time(
+        self,
+        native_reader: Callable[[SocketTap, socket.socket], Callable[[], None] | None]
+        | None = None,
+    ) -> bool:
         """Read this socket with ``recvmsg`` and ``SO_TIMESTAMPNS`` instead of
         asyncio's ``recvfrom``, delivering each datagram with its kernel
         receive time. False (asyncio keeps reading) where the platform has no
-        such timestamps."""
+        such timestamps. ``native_reader``: makes the readiness callback that
+        does the same in C (``agent/stack/fastroute.py``), if it can."""
         raw = self._transport.get_extra_info("socket")
         if raw is None or not hasattr(self._transport, "pause_reading"):
             # uvloop's UDP transport cannot pause its own reads, and two
@@ -399,7 +407,9 @@ class SocketTap:
             lost(exc)
 
         self._transport.pause_reading()
-        loop.add_reader(fd, readable)
+        fast = None if native_reader is None else native_reader(self, sock)
+        self.fast_reader = fast
+        loop.add_reader(fd, readable if fast is None else fast)
         self._sock = sock
         self._protocol.connection_lost = connection_lost
         return True

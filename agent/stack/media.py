@@ -49,7 +49,9 @@ from aiortc.rtp import (
     RtcpSrPacket,
 )
 
+from agent.stack import fastroute
 from agent.stack.dtls import RTP_HEADER
+from agent.stack.fastroute import Route
 from agent.stack.mediaclock import MediaClock, media_clock
 
 logger = logging.getLogger(__name__)
@@ -118,6 +120,21 @@ MAX_LATE_RUNS = 1000
 #: overload) starts afresh rather than bursting the missed packets
 _RESYNC_S = 1.0
 
+#: packets sent the ordinary way between two tries to resolve a fast route
+_RESOLVE_EVERY = 10
+
+
+def _no_fast_lane(
+    route: Route, second: int, seq: int, timestamp: int, ssrc: int, payload: bytes
+) -> bool | None:
+    return None  # never called: no route is resolved without the extension
+
+
+#: sends on a fast route: True, or None when the ordinary path must
+#: (see :mod:`agent.stack.fastroute`)
+send_rtp = _no_fast_lane if fastroute.native is None else fastroute.native.send_rtp
+
+
 SendRtp = Callable[[bytes], None]
 """Protect and send one RTP/RTCP packet now; ``ConnectionError`` when nothing
 could go out (the DTLS transport's ``send_rtp``)."""
@@ -147,6 +164,11 @@ class RtpAudioSender:
     ) -> None:
         rng = rng or random.Random()
         self._send = send
+        #: resolves the C fast lane's route for what ``send`` would do (None:
+        #: never); a packet whose route no longer holds goes through ``send``
+        self._fast_route = fastroute.send_route_for(send)
+        self._route: Route | None = None
+        self._resolve_at = 0
         self._clock_ms = clock_ms
         self.ssrc = ssrc
         self.payload_type = payload_type
@@ -218,14 +240,29 @@ class RtpAudioSender:
         loop_now = self._loop_time()
         index = self._index
         payload = self._payloads[index % self._loop_length]
-        header = RTP_HEADER.pack(
-            0x80,  # version 2, no padding, extension or CSRC (RFC 3550 §5.1)
-            (0x80 if index == 0 else 0) | self.payload_type,
-            self._seq,
-            self._timestamp,
-            self.ssrc,
-        )
-        if self._transmit(header + payload):
+        second = (0x80 if index == 0 else 0) | self.payload_type  # marker, PT
+        route = self._route
+        if route is None and self._fast_route is not None and index >= self._resolve_at:
+            route = self._route = self._fast_route()
+            if route is None:  # the ordinary path's for now: ask again later
+                self._resolve_at = index + _RESOLVE_EVERY
+        if (
+            route is not None
+            and send_rtp(route, second, self._seq, self._timestamp, self.ssrc, payload)
+            is True
+        ):
+            sent = True
+        else:
+            self._route = None  # no longer holds: resolved at the next packet
+            header = RTP_HEADER.pack(
+                0x80,  # version 2, no padding, extension or CSRC (RFC 3550 §5.1)
+                second,
+                self._seq,
+                self._timestamp,
+                self.ssrc,
+            )
+            sent = self._transmit(header + payload)
+        if sent:
             # Counted only when it went out: unsent is not lost.
             self.packets_sent += 1
             self.octets_sent += len(payload)

@@ -42,6 +42,12 @@ class SrtpSession:
         self._room = len(session._buffer)
         self._length = _ffi.new("int *")
 
+    @property
+    def context(self) -> Any:
+        """The ``srtp_t`` (a cffi pointer), for the fast lane's C calls
+        (``agent/stack/fastroute.py``); valid while this session lives."""
+        return self._srtp
+
     def _process(self, data: bytes, func: Any, trailer: int) -> bytes:
         size = len(data)
         if size > self._room - trailer:
