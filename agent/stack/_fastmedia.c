@@ -376,9 +376,18 @@ static int take_srtp(PyObject *route, const unsigned char *data,
         timestamp = (timestamp << 8) | plain[4 + i];
         ssrc = (ssrc << 8) | plain[8 + i];
     }
-    PyObject *result = PyObject_CallFunction(
-        PyTuple_GET_ITEM(route, 7), "y#kkkO", plain, (Py_ssize_t)length, ssrc,
-        seq, timestamp, at);
+    PyObject *call[5] = {
+        PyBytes_FromStringAndSize((const char *)plain, length),
+        PyLong_FromUnsignedLong(ssrc), PyLong_FromUnsignedLong(seq),
+        PyLong_FromUnsignedLong(timestamp), at};
+    PyObject *result = NULL;
+    if (call[0] != NULL && call[1] != NULL && call[2] != NULL &&
+        call[3] != NULL) {
+        result = PyObject_Vectorcall(PyTuple_GET_ITEM(route, 7), call, 5, NULL);
+    }
+    for (int i = 0; i < 4; i++) {
+        Py_XDECREF(call[i]);
+    }
     if (result == NULL) {
         return -1;
     }
