@@ -20,7 +20,9 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/socket.h>
+#include <unistd.h>
 #include <time.h>
 
 /* libsrtp 2: srtp_err_status_t srtp_protect(srtp_t, void *, int *) */
@@ -565,6 +567,237 @@ static PyTypeObject ReaderType = {
     .tp_getset = reader_getset,
 };
 
+/* -- a group of readers behind one epoll descriptor ------------------------ */
+
+/* The event loop watches one descriptor for every socket of the process:
+ * when any is readable, the group reads each ready one (its Reader), in one
+ * callback, instead of one asyncio handle, selector key and context switch
+ * per socket per wake-up. Level-triggered, as asyncio's own readers. */
+typedef struct {
+    PyObject_HEAD
+    int epfd;
+    PyObject *readers;  /* {fd: Reader} */
+    PyObject *on_error; /* on_error(exception, reader): asyncio's handler */
+} Group;
+
+#define READY_PER_WAKEUP 256
+
+static PyTypeObject GroupType;
+
+static int group_init(Group *self, PyObject *args, PyObject *kwargs) {
+    static char *keywords[] = {"on_error", NULL};
+    PyObject *on_error;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O", keywords, &on_error)) {
+        return -1;
+    }
+    if (self->epfd < 0 || self->readers == NULL) {
+        self->epfd = epoll_create1(EPOLL_CLOEXEC);
+        if (self->epfd < 0) {
+            PyErr_SetFromErrno(PyExc_OSError);
+            return -1;
+        }
+        self->readers = PyDict_New();
+        if (self->readers == NULL) {
+            return -1;
+        }
+    }
+    Py_XSETREF(self->on_error, Py_NewRef(on_error));
+    return 0;
+}
+
+static PyObject *group_new(PyTypeObject *type, PyObject *args, PyObject *kw) {
+    Group *self = (Group *)type->tp_alloc(type, 0);
+    if (self != NULL) {
+        self->epfd = -1;
+    }
+    return (PyObject *)self;
+}
+
+static int group_traverse(Group *self, visitproc visit, void *arg) {
+    Py_VISIT(self->readers);
+    Py_VISIT(self->on_error);
+    return 0;
+}
+
+static int group_clear(Group *self) {
+    Py_CLEAR(self->readers);
+    Py_CLEAR(self->on_error);
+    return 0;
+}
+
+static void group_dealloc(Group *self) {
+    PyObject_GC_UnTrack(self);
+    if (self->epfd >= 0) {
+        close(self->epfd);
+        self->epfd = -1;
+    }
+    group_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *group_add(Group *self, PyObject *reader) {
+    if (!PyObject_TypeCheck(reader, &ReaderType)) {
+        PyErr_SetString(PyExc_TypeError, "add(reader: Reader)");
+        return NULL;
+    }
+    if (self->epfd < 0) {
+        PyErr_SetString(PyExc_ValueError, "the group is closed");
+        return NULL;
+    }
+    int fd = ((Reader *)reader)->fd;
+    PyObject *key = PyLong_FromLong(fd);
+    if (key == NULL) {
+        return NULL;
+    }
+    struct epoll_event event;
+    memset(&event, 0, sizeof event);
+    event.events = EPOLLIN;
+    event.data.fd = fd;
+    if (epoll_ctl(self->epfd, EPOLL_CTL_ADD, fd, &event) != 0) {
+        Py_DECREF(key);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    int failed = PyDict_SetItem(self->readers, key, reader);
+    Py_DECREF(key);
+    if (failed) {
+        epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *group_remove(Group *self, PyObject *fd_object) {
+    int fd = PyLong_AsLong(fd_object);
+    if (fd == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (self->epfd >= 0) {
+        epoll_ctl(self->epfd, EPOLL_CTL_DEL, fd, NULL); /* gone already: fine */
+    }
+    if (self->readers != NULL && PyDict_DelItem(self->readers, fd_object) != 0) {
+        if (!PyErr_ExceptionMatches(PyExc_KeyError)) {
+            return NULL;
+        }
+        PyErr_Clear();
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *group_fileno(Group *self, PyObject *unused) {
+    return PyLong_FromLong(self->epfd);
+}
+
+static PyObject *group_close(Group *self, PyObject *unused) {
+    if (self->epfd >= 0) {
+        close(self->epfd);
+        self->epfd = -1;
+    }
+    if (self->readers != NULL) {
+        PyDict_Clear(self->readers);
+    }
+    Py_RETURN_NONE;
+}
+
+static Py_ssize_t group_length(Group *self) {
+    return self->readers == NULL ? 0 : PyDict_GET_SIZE(self->readers);
+}
+
+static PyObject *group_call(Group *self, PyObject *args, PyObject *kwargs) {
+    if (self->epfd < 0) {
+        Py_RETURN_NONE;
+    }
+    struct epoll_event ready[READY_PER_WAKEUP];
+    int count;
+    do {
+        count = epoll_wait(self->epfd, ready, READY_PER_WAKEUP, 0);
+    } while (count < 0 && errno == EINTR && PyErr_CheckSignals() == 0);
+    if (count < 0) {
+        return PyErr_Occurred() ? NULL : PyErr_SetFromErrno(PyExc_OSError);
+    }
+    for (int i = 0; i < count && self->readers != NULL; i++) {
+        PyObject *key = PyLong_FromLong(ready[i].data.fd);
+        if (key == NULL) {
+            return NULL;
+        }
+        /* A reader removed by an earlier one's callback is skipped. */
+        PyObject *reader = PyDict_GetItemWithError(self->readers, key);
+        Py_DECREF(key);
+        if (reader == NULL) {
+            if (PyErr_Occurred()) {
+                return NULL;
+            }
+            continue;
+        }
+        Py_INCREF(reader);
+        PyObject *result = reader_call((Reader *)reader, NULL, NULL);
+        if (result == NULL) {
+            /* As asyncio does for a callback that raised: reported, and the
+             * other sockets are still read. */
+            PyObject *type, *value, *traceback;
+            PyErr_Fetch(&type, &value, &traceback);
+            PyErr_NormalizeException(&type, &value, &traceback);
+            if (traceback != NULL && value != NULL) {
+                PyException_SetTraceback(value, traceback);
+            }
+            if (value != NULL && !PyErr_GivenExceptionMatches(
+                                     value, PyExc_Exception)) {
+                /* KeyboardInterrupt, SystemExit: out, as asyncio lets them */
+                Py_DECREF(reader);
+                PyErr_Restore(type, value, traceback);
+                return NULL;
+            }
+            PyObject *reported =
+                value == NULL ? NULL
+                              : PyObject_CallFunctionObjArgs(self->on_error,
+                                                             value, reader,
+                                                             NULL);
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(traceback);
+            if (reported == NULL) {
+                PyErr_WriteUnraisable(self->on_error);
+            } else {
+                Py_DECREF(reported);
+            }
+        } else {
+            Py_DECREF(result);
+        }
+        Py_DECREF(reader);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef group_methods[] = {
+    {"add", (PyCFunction)group_add, METH_O, "add(reader): watch its socket"},
+    {"remove", (PyCFunction)group_remove, METH_O,
+     "remove(fd): stop watching (before the socket is closed)"},
+    {"fileno", (PyCFunction)group_fileno, METH_NOARGS,
+     "the epoll descriptor the event loop watches"},
+    {"close", (PyCFunction)group_close, METH_NOARGS,
+     "close the epoll descriptor (the loop must stop watching it first)"},
+    {NULL},
+};
+
+static PySequenceMethods group_sequence = {
+    .sq_length = (lenfunc)group_length,
+};
+
+static PyTypeObject GroupType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "agent.stack._fastmedia.Group",
+    .tp_basicsize = sizeof(Group),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "Readers behind one epoll descriptor: the event loop's one "
+              "callback for all of them.",
+    .tp_new = group_new,
+    .tp_init = (initproc)group_init,
+    .tp_dealloc = (destructor)group_dealloc,
+    .tp_traverse = (traverseproc)group_traverse,
+    .tp_clear = (inquiry)group_clear,
+    .tp_call = (ternaryfunc)group_call,
+    .tp_methods = group_methods,
+    .tp_as_sequence = &group_sequence,
+};
+
 static PyMethodDef methods[] = {
     {"check", (PyCFunction)check, METH_O,
      "check(guards) -> whether every guard still holds"},
@@ -583,7 +816,7 @@ static struct PyModuleDef module = {
 };
 
 PyMODINIT_FUNC PyInit__fastmedia(void) {
-    if (PyType_Ready(&ReaderType) < 0) {
+    if (PyType_Ready(&ReaderType) < 0 || PyType_Ready(&GroupType) < 0) {
         return NULL;
     }
     str_last_received = PyUnicode_InternFromString("last_received");
@@ -595,6 +828,7 @@ PyMODINIT_FUNC PyInit__fastmedia(void) {
         return NULL;
     }
     if (PyModule_AddObjectRef(m, "Reader", (PyObject *)&ReaderType) < 0 ||
+        PyModule_AddObjectRef(m, "Group", (PyObject *)&GroupType) < 0 ||
         PyModule_AddIntConstant(m, "GUARD_IS", GUARD_IS) < 0 ||
         PyModule_AddIntConstant(m, "GUARD_FALSY", GUARD_FALSY) < 0 ||
         PyModule_AddIntConstant(m, "GUARD_ITEM_IS", GUARD_ITEM_IS) < 0 ||

@@ -2,10 +2,10 @@
 
 On a loaded host the per-packet Python of the ordinary media path (sender →
 DTLS-SRTP transport → ICE mux → connection → socket tap → socket, and back
-through the tap, the connection, the transport and the receiver) is most of
-the agent's CPU: ~33 µs a packet each way on the 2-core host, against ~4 µs
-of libsrtp and ~8 µs of kernel (``benchmarks/README.md``). The fast lane
-(``agent/stack/_fastmedia.c``) does that mechanical work in C, and only that:
+through asyncio's selector, the tap, the connection, the transport and the
+receiver) is most of the agent's CPU (``benchmarks/README.md``). The fast
+lane (``agent/stack/_fastmedia.c``) does that mechanical work in C, and only
+that:
 
 * **A route** is what the ordinary path would do with the next packet,
   resolved here in Python by reading each layer's state (the DTLS state and
@@ -21,26 +21,42 @@ of libsrtp and ~8 µs of kernel (``benchmarks/README.md``). The fast lane
   packet (and the route is resolved again): the ordinary path stays the
   reference, and every impairment, route (NAT, move), ICE restart, DTLS
   rehandshake, held or far-end-moved media keeps going through it.
+* **One descriptor per event loop** (``_fastmedia.Group``, an epoll set):
+  asyncio watches it instead of every socket, and one callback reads each
+  ready socket, instead of a selector key, a handle and a context switch per
+  socket per wake-up.
+
+Guards are read per packet, not invalidated by hooks: each is a cold memory
+read on a loaded host (~9 µs a packet for the ~20 of a send and a receive on
+the 2-core host), but no state change can be missed, including aioice's,
+asyncio's and a test's or fault's own list mutations.
 
 Where the extension was not built (no compiler at install) or
 ``CALLAGENT_PURE_PYTHON_MEDIA=1`` is set, no route is ever resolved and the
 agent runs the ordinary path only: the same packets, the same results, more
-CPU. ``tests/stack/test_fastroute.py`` runs calls both ways and compares.
+CPU. ``tests/stack/test_fastroute.py`` runs the same seeded call both ways
+and compares what the far end received; the rest of the suite runs on the
+lane, and on the ordinary path wherever it impairs, moves or restarts.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import sys
+import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pylibsrtp import _binding
 
 from agent.stack.dtls import DtlsState, SrtpTransport
 from agent.stack.icemux import IceMux
 from agent.stack.icenet import Address, SocketTap
+
+if TYPE_CHECKING:
+    from agent.stack import _fastmedia
 
 try:
     from agent.stack import _fastmedia as native
@@ -257,17 +273,50 @@ def receive_route(tap: SocketTap) -> Route | None:
 
 
 def reader(tap: SocketTap, sock: socket.socket) -> Callable[[], None] | None:
-    """A C readiness callback for ``sock`` that takes SRTP on
-    :func:`receive_route` and hands the rest to ``tap.deliver``; None when the
-    extension is not there (the tap keeps its Python reader)."""
-    if native is None:
+    """Read ``sock`` in C: SRTP on :func:`receive_route` to the receiver, the
+    rest to ``tap.deliver``, every socket of the loop behind one descriptor
+    (``_fastmedia.Group``). Returns the call that stops it (before the socket
+    is closed); None when the lane is off (the tap keeps its Python reader)."""
+    if native is None or not enabled():
         return None
-    return native.Reader(
-        sock.fileno(),
-        tap.deliver,
-        lambda: receive_route(tap),
-        tap._protocol.error_received,
+    loop = asyncio.get_running_loop()
+    group = _groups.get(loop)
+    if group is None:
+        group = _groups[loop] = native.Group(_reporter(loop))
+        loop.add_reader(group.fileno(), group)
+    fd = sock.fileno()
+    watched = native.Reader(
+        fd, tap.deliver, lambda: receive_route(tap), tap._protocol.error_received
     )
+    group.add(watched)
+    tap.fast_reader = watched
+    watching: _fastmedia.Group = group
+
+    def stop() -> None:
+        watching.remove(fd)
+        if len(watching) == 0 and _groups.get(loop) is watching:
+            del _groups[loop]
+            if not loop.is_closed():
+                loop.remove_reader(watching.fileno())
+            watching.close()
+
+    return stop
+
+
+def _reporter(loop: asyncio.AbstractEventLoop) -> Callable[[BaseException, Any], None]:
+    def report(exc: BaseException, watched: Any) -> None:
+        # What asyncio says of a reader callback that raised.
+        loop.call_exception_handler(
+            {"message": f"Exception in callback {watched!r}", "exception": exc}
+        )
+
+    return report
+
+
+#: each event loop's group of socket readers
+_groups: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _fastmedia.Group] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 def _family(address: bytes) -> int:

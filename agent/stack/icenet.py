@@ -351,8 +351,8 @@ class SocketTap:
         """Read this socket with ``recvmsg`` and ``SO_TIMESTAMPNS`` instead of
         asyncio's ``recvfrom``, delivering each datagram with its kernel
         receive time. False (asyncio keeps reading) where the platform has no
-        such timestamps. ``native_reader``: makes the readiness callback that
-        does the same in C (``agent/stack/fastroute.py``), if it can."""
+        such timestamps. ``native_reader``: reads the socket the same way in
+        C, if it can (``agent/stack/fastroute.py``), and returns how to stop."""
         raw = self._transport.get_extra_info("socket")
         if raw is None or not hasattr(self._transport, "pause_reading"):
             # uvloop's UDP transport cannot pause its own reads, and two
@@ -402,14 +402,15 @@ class SocketTap:
 
         def connection_lost(exc: Exception | None) -> None:
             self._sock = None
-            loop.remove_reader(fd)
+            stop()
             sock.close()
             lost(exc)
 
         self._transport.pause_reading()
-        fast = None if native_reader is None else native_reader(self, sock)
-        self.fast_reader = fast
-        loop.add_reader(fd, readable if fast is None else fast)
+        native = None if native_reader is None else native_reader(self, sock)
+        if native is None:
+            loop.add_reader(fd, readable)
+        stop = native or (lambda: loop.remove_reader(fd))
         self._sock = sock
         self._protocol.connection_lost = connection_lost
         return True
