@@ -228,10 +228,8 @@ def until_end(
     )
 
 
-def _signed_delta(value: int, reference: int, modulus: int) -> int:
-    """The shortest signed distance from ``reference`` to ``value`` mod ``modulus``."""
-    delta = (value - reference) % modulus
-    return delta - modulus if delta >= modulus // 2 else delta
+#: the leaky floor's rise per ms of arrival time
+_SKEW_PER_MS = MAX_CLOCK_SKEW_PPM * 1e-6
 
 
 class MediaAnalyzer:
@@ -332,10 +330,12 @@ class MediaAnalyzer:
             self._open_segment(seq, timestamp)
             return self._accept(self._max_ext, timestamp, arrival_ms)
 
-        ext = self._max_ext + _signed_delta(
-            seq, self._max_ext % RTP_SEQ_MOD, RTP_SEQ_MOD
-        )
-        step = ext - self._max_ext
+        # The shortest signed distance from the highest sequence number so
+        # far, mod 2^16 (written out: this runs per packet).
+        step = (seq - self._max_ext) % RTP_SEQ_MOD
+        if step >= RTP_SEQ_MOD // 2:
+            step -= RTP_SEQ_MOD
+        ext = self._max_ext + step
         if -self._max_misorder <= step <= self._max_dropout:
             self._bad_seq = None
             self._stray = None
@@ -412,9 +412,11 @@ class MediaAnalyzer:
         self._received += 1
         self._segment_received += 1
 
-        ts_ext = self._ts_ref + _signed_delta(
-            timestamp, self._ts_ref % RTP_TS_MOD, RTP_TS_MOD
-        )
+        # The shortest signed distance from the last timestamp, mod 2^32.
+        delta = (timestamp - self._ts_ref) % RTP_TS_MOD
+        if delta >= RTP_TS_MOD // 2:
+            delta -= RTP_TS_MOD
+        ts_ext = self._ts_ref + delta
         self._ts_ref = ts_ext
 
         missing = 0
@@ -473,10 +475,11 @@ class MediaAnalyzer:
             and sender_advance_ms >= threshold
             and length - sender_advance_ms < threshold
         )
-        if not paused:
-            self._max_gap_ms = max(self._max_gap_ms, length)
+        if not paused and length > self._max_gap_ms:
+            self._max_gap_ms = length
         if length < threshold:
-            self._max_spacing_ms = max(self._max_spacing_ms, length)
+            if length > self._max_spacing_ms:
+                self._max_spacing_ms = length
             return None
         gap = MediaGap(prev_arrival, length, missing, paused)
         self._gap_count += 1
@@ -492,17 +495,17 @@ class MediaAnalyzer:
             self._floor_at_ms = arrival_ms
             return
         # Leaky minimum: follow clock skew upward, new lows immediately.
-        floor = self._floor + (arrival_ms - self._floor_at_ms) * (
-            MAX_CLOCK_SKEW_PPM * 1e-6
-        )
-        floor = min(floor, transit_ms)
+        floor = self._floor + (arrival_ms - self._floor_at_ms) * _SKEW_PER_MS
+        if transit_ms < floor:
+            floor = transit_ms
         self._floor = floor
         self._floor_at_ms = arrival_ms
 
         if transit_ms - floor <= self._jitter_budget_ms:
             # Back near the floor: whatever was elevated was a stall that
-            # caught up, so it was late.
-            self._resolve_elevated_as_delayed()
+            # caught up, so it was late (tested first: this runs per packet).
+            if self._elevated:
+                self._resolve_elevated_as_delayed()
             return
 
         if not self._elevated:

@@ -421,9 +421,9 @@ class PeerObserver:
     def on_rtp(self, ssrc: int, seq: int, timestamp: int, arrival_ms: float) -> None:
         # ``arrival_ms`` is the kernel's receive time: how long the datagram
         # waited for this process is the receive loop's stall, not the network.
-        self.receive_lag_max_ms = max(
-            self.receive_lag_max_ms, self._clock_ms() - arrival_ms
-        )
+        lag_ms = self._clock_ms() - arrival_ms
+        if lag_ms > self.receive_lag_max_ms:
+            self.receive_lag_max_ms = lag_ms
         if self._last_rtp_ms is not None and arrival_ms < self._last_rtp_ms:
             # Read out of kernel order (two sockets after a restart): keep
             # the analysis monotonic.

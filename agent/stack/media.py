@@ -370,7 +370,8 @@ class RtpAudioReceiver:
         """One RTP packet that reached the host at ``at`` (``time.monotonic``
         seconds: the kernel's receive time when the socket knew it)."""
         # The arrival on the call clock: now minus how long ago it was.
-        arrival_ms = self._clock_ms() - max(0.0, time.monotonic() - at) * 1000.0
+        waited = time.monotonic() - at
+        arrival_ms = self._clock_ms() - (waited * 1000.0 if waited > 0.0 else 0.0)
         self._listener(ssrc, seq, timestamp, arrival_ms)
         if self._decoder is not None:
             payload = rtp_payload(packet)
