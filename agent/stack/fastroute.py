@@ -26,6 +26,10 @@ that:
   ready socket, instead of a selector key, a handle and a context switch per
   socket per wake-up.
 
+Two guards read asyncio's own transport (``_closing``, ``_buffer_size``, as
+``is_closing()`` and ``get_write_buffer_size()`` return them): on a Python
+whose transport lacks them the guard fails and the ordinary path runs.
+
 Guards are read per packet, not invalidated by hooks: each is a cold memory
 read on a loaded host (~9 µs a packet for the ~20 of a send and a receive on
 the 2-core host), but no state change can be missed, including aioice's,
@@ -304,11 +308,16 @@ def reader(tap: SocketTap, sock: socket.socket) -> Callable[[], None] | None:
 
 
 def _reporter(loop: asyncio.AbstractEventLoop) -> Callable[[BaseException, Any], None]:
+    # Weakly: the group is the value of a weak-keyed entry for this loop.
+    loop_ref = weakref.ref(loop)
+
     def report(exc: BaseException, watched: Any) -> None:
         # What asyncio says of a reader callback that raised.
-        loop.call_exception_handler(
-            {"message": f"Exception in callback {watched!r}", "exception": exc}
-        )
+        alive = loop_ref()
+        if alive is not None:
+            alive.call_exception_handler(
+                {"message": f"Exception in callback {watched!r}", "exception": exc}
+            )
 
     return report
 
