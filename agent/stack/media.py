@@ -8,8 +8,9 @@ audio, so :class:`OpusPackets` encodes one second of a tone once per process and
 timestamps (RFC 3550 §5.1, RFC 7587 for Opus), every sender of the process on
 one timer (:mod:`agent.stack.mediaclock`), each packet's header packed with
 ``struct``, or written, protected and sent in one C call on the fast lane
-(:mod:`agent.stack.fastroute`) while its route holds. :class:`RtpAudioReceiver` is the DTLS-SRTP transport's RTP sink and
-hands each packet's (seq, timestamp, arrival) to a listener — optionally
+(:mod:`agent.stack.fastroute`) while its route holds.
+:class:`RtpAudioReceiver` is the DTLS-SRTP transport's RTP sink and hands
+each packet's (seq, timestamp, arrival) to a listener — optionally
 decoding the payload with aiortc's Opus decoder when a scenario asks for it.
 
 Each received packet's arrival is the kernel's receive time when the socket
