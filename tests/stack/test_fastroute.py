@@ -331,3 +331,20 @@ async def test_the_same_call_on_the_lane_and_off_it_carries_the_same_packets(
     assert {seq: lane_by_seq[seq] for seq in common} == {
         seq: ordinary_by_seq[seq] for seq in common
     }
+
+
+async def test_the_loops_group_goes_when_its_last_socket_closes() -> None:
+    loop = asyncio.get_running_loop()
+    caller, rec_a, callee, _ = await connected_pair()
+    try:
+        await packets_after(rec_a, 10)
+        group = fastroute._groups[loop]
+        assert len(group) == len(taps(caller)) + len(taps(callee))
+    finally:
+        await caller.close()
+        await callee.close()
+    # Every socket's reader removed, the epoll descriptor closed with the
+    # last: nothing of the lane outlives the calls.
+    assert len(group) == 0
+    assert group.fileno() == -1
+    assert loop not in fastroute._groups
